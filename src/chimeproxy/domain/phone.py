@@ -1,0 +1,159 @@
+"""Phone-number facts: E.164 normalization, country, area code and number type.
+
+Everything here is pure and derived from the ``phonenumbers`` metadata, so results only change when
+that library is upgraded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache, lru_cache
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberType
+from phonenumbers.phonenumberutil import REGION_CODE_FOR_NON_GEO_ENTITY
+
+__all__ = [
+    "NANP_TOLL_FREE_AREA_CODES",
+    "InvalidPhoneNumber",
+    "NumberFacts",
+    "nanp_area_codes",
+    "normalize_e164",
+    "number_facts",
+]
+
+LOCAL = "Local"
+TOLL_FREE = "TollFree"
+
+# The toll-free NPAs in service today; other 8XX codes are only reserved for future toll-free use.
+NANP_TOLL_FREE_AREA_CODES: frozenset[str] = frozenset(
+    {"800", "833", "844", "855", "866", "877", "888"}
+)
+
+# ASCII digits only: `\d` would also accept other scripts' digits, which phonenumbers then folds.
+_E164_RE = re.compile(r"\+?([1-9][0-9]{1,14})")
+
+_GEOGRAPHIC_TYPES = frozenset(
+    {PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
+)
+
+# The "001" pseudo-region covers non-geographic calling codes (e.g. +800), which have no ISO code.
+_NON_GEO_REGION = REGION_CODE_FOR_NON_GEO_ENTITY
+
+
+class InvalidPhoneNumber(ValueError):
+    """A string that is not an E.164 phone number; the message never repeats the number itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class NumberFacts:
+    """What phonenumbers' metadata says about one E.164 number."""
+
+    e164: str
+    country: str | None
+    area_code: str | None
+    number_type: str
+
+
+def normalize_e164(raw: str) -> str:
+    """Return ``raw`` as ``+<digits>``, accepting it with or without the leading plus.
+
+    Raises InvalidPhoneNumber unless it is 2-15 ASCII digits (first one 1-9) with a country calling
+    code phonenumbers recognises.
+    """
+    if not isinstance(raw, str):
+        raise InvalidPhoneNumber("phone number must be a string")
+    match = _E164_RE.fullmatch(raw)
+    if match is None:
+        raise InvalidPhoneNumber(
+            "is not a valid E.164 number: expected an optional '+' then 2 to 15 digits, "
+            "the first of which is 1-9"
+        )
+    e164 = "+" + match.group(1)
+    try:
+        phonenumbers.parse(e164, None)
+    except NumberParseException:
+        # `from None`: the parser's context adds nothing and should not leak into logs.
+        raise InvalidPhoneNumber(
+            "is not a valid E.164 number: no known country calling code"
+        ) from None
+    return e164
+
+
+@cache
+def _nanp_area_codes() -> dict[str, str]:
+    """Build the NANP geographic area code -> region map once per process."""
+    regions = phonenumbers.region_codes_for_country_code(1)
+    # Smaller NANP members (BS, JM, PR, ...) declare their NPAs as leading digits; US and CA don't,
+    # so for them we probe representative numbers against their fixed-line/mobile patterns.
+    leading: list[tuple[re.Pattern[str], str]] = []
+    for region in regions:
+        metadata = PhoneMetadata.metadata_for_region(region, None)
+        if metadata is not None and metadata.leading_digits:
+            leading.append((re.compile(metadata.leading_digits), region))
+
+    result: dict[str, str] = {}
+    for npa_int in range(200, 1000):
+        npa = str(npa_int)
+        if npa in NANP_TOLL_FREE_AREA_CODES:
+            continue
+        # The 555-01XX probe keeps 4-digit leading-digit patterns (DO's "8001") from matching.
+        probe = npa + "5550100"
+        region = next((r for pattern, r in leading if pattern.match(probe)), None)
+        if region is not None:
+            result[npa] = region
+            continue
+        # Probing a second exchange guards against a future metadata release excluding 555.
+        for candidate in (probe, npa + "2345678"):
+            number = phonenumbers.parse("+1" + candidate, None)
+            if phonenumbers.number_type(number) in _GEOGRAPHIC_TYPES:
+                found = phonenumbers.region_code_for_number(number)
+                if found is not None:
+                    result[npa] = found
+                    break
+    return result
+
+
+def nanp_area_codes() -> dict[str, str]:
+    """Every geographic NANP area code phonenumbers knows, mapped to its region (US, CA, PR...)."""
+    return dict(_nanp_area_codes())
+
+
+def _country(number: phonenumbers.PhoneNumber, national: str) -> str | None:
+    """Pick the ISO region for ``number``, falling back on area code or a single-region code."""
+    region = phonenumbers.region_code_for_number(number)
+    if region is not None and region != _NON_GEO_REGION:
+        return region
+    if number.country_code == 1:
+        return _nanp_area_codes().get(national[:3])
+    regions = phonenumbers.region_codes_for_country_code(number.country_code)
+    if len(regions) == 1 and regions[0] != _NON_GEO_REGION:
+        return regions[0]
+    return None
+
+
+@lru_cache(maxsize=65536)
+def number_facts(e164: str) -> NumberFacts:
+    """Country, area code and Local/TollFree type for an E.164 number (normalized first).
+
+    Works for numbers phonenumbers deems invalid (e.g. fictional ones), using the number's prefix.
+    """
+    e164 = normalize_e164(e164)
+    number = phonenumbers.parse(e164, None)
+    national = phonenumbers.national_significant_number(number)
+    country = _country(number, national)
+    toll_free = phonenumbers.number_type(number) == PhoneNumberType.TOLL_FREE
+    area_code: str | None
+    if number.country_code == 1:
+        area_code = national[:3] if len(national) >= 3 else None
+        toll_free = toll_free or area_code in NANP_TOLL_FREE_AREA_CODES
+    else:
+        ndc_length = phonenumbers.length_of_national_destination_code(number)
+        area_code = national[:ndc_length] if ndc_length > 0 else None
+    return NumberFacts(
+        e164=e164,
+        country=country,
+        area_code=area_code,
+        number_type=TOLL_FREE if toll_free else LOCAL,
+    )

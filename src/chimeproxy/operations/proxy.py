@@ -1,0 +1,345 @@
+"""Proxy configuration and proxy sessions: Put/Get/DeleteVoiceConnectorProxy and
+Create/Get/List/Update/DeleteProxySession."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+
+from chimeproxy.domain import ids, lifecycle
+from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164, number_facts
+from chimeproxy.domain.selection import (
+    Candidate,
+    PoolExhausted,
+    SelectionRequest,
+    available_in_order,
+    covers,
+    resolve_geo,
+)
+from chimeproxy.operations.common import DEFAULT_PAGE, next_token, page_after, require_connector
+from chimeproxy.operations.registry import Context, Output, operation
+from chimeproxy.protocol.errors import BadRequestException, NotFoundException
+from chimeproxy.store import proxy
+
+DEFAULT_BEHAVIOR = "PreferSticky"
+
+
+# Shapes.
+
+
+def proxy_shape(row: RowMapping) -> dict[str, Any]:
+    return {
+        "DefaultSessionExpiryMinutes": row["default_expiry_minutes"],
+        "Disabled": row["disabled"],
+        "FallBackPhoneNumber": row["fallback_number"],
+        "PhoneNumberCountries": row["countries"].split(","),
+    }
+
+
+def session_shape(row: RowMapping, connector_id: str, now: int) -> dict[str, Any]:
+    state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
+    geo_params = None
+    if row["geo_country"] is not None or row["geo_area_code"] is not None:
+        geo_params = {"Country": row["geo_country"], "AreaCode": row["geo_area_code"]}
+    number = row["proxy_number"]
+    return {
+        "VoiceConnectorId": connector_id,
+        "ProxySessionId": row["id"],
+        "Name": row["name"],
+        "Status": state.status,
+        "ExpiryMinutes": row["expiry_minutes"] if row["expiry_minutes_given"] else None,
+        "Capabilities": row["capabilities"].split(","),
+        "CreatedTimestamp": row["created_at"],
+        "UpdatedTimestamp": row["updated_at"],
+        "EndedTimestamp": state.ended_at,
+        "Participants": [
+            {"PhoneNumber": row["participant_1"], "ProxyPhoneNumber": number},
+            {"PhoneNumber": row["participant_2"], "ProxyPhoneNumber": number},
+        ],
+        "NumberSelectionBehavior": row["number_selection_behavior"],
+        "GeoMatchLevel": row["geo_match_level"],
+        "GeoMatchParams": geo_params,
+    }
+
+
+# Input checks the model cannot express.
+
+
+def _e164(raw: str, member: str) -> str:
+    try:
+        return normalize_e164(raw)
+    except InvalidPhoneNumber as exc:
+        raise BadRequestException(f"Invalid value for {member}: {exc}.") from exc
+
+
+def _expiry(context: Context, minutes: int, member: str) -> int:
+    limit = context.services.settings.max_session_minutes
+    if not 1 <= minutes <= limit:
+        raise BadRequestException(
+            f"Invalid value for {member}: must be between 1 and {limit} minutes."
+        )
+    return minutes
+
+
+def _capabilities(values: list[str]) -> list[str]:
+    unique = list(dict.fromkeys(values))
+    if not unique:
+        raise BadRequestException("Invalid value for Capabilities: give Voice, SMS or both.")
+    return unique
+
+
+def _require_config(connection: Connection, connector: RowMapping) -> RowMapping:
+    config = proxy.find_config(connection, connector["pk"])
+    if config is None:
+        raise NotFoundException(f"Voice connector {connector['id']} has no proxy configuration.")
+    return config
+
+
+def _require_session(
+    connection: Connection, context: Context, connector: RowMapping, session_id: str, now: int
+) -> RowMapping:
+    row = proxy.find_session(
+        connection, connector["pk"], session_id, now, context.services.settings.retention_ms
+    )
+    if row is None:
+        raise NotFoundException(f"Proxy session {session_id} not found.")
+    return row
+
+
+# Proxy configuration.
+
+
+@operation("PutVoiceConnectorProxy")
+def put_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Output:
+    expiry = _expiry(context, params["DefaultSessionExpiryMinutes"], "DefaultSessionExpiryMinutes")
+    countries = list(dict.fromkeys(params["PhoneNumberPoolCountries"]))
+    if "" in countries:
+        raise BadRequestException(
+            "Invalid value for PhoneNumberPoolCountries: country codes must not be empty."
+        )
+    fallback = params.get("FallBackPhoneNumber")
+    values = {
+        "default_expiry_minutes": expiry,
+        "countries": ",".join(countries),
+        "fallback_number": _e164(fallback, "FallBackPhoneNumber") if fallback else None,
+        "disabled": bool(params.get("Disabled", False)),
+        "updated_at": context.services.clock.now_ms(),
+    }
+    with context.services.db.write() as connection:
+        connector = require_connector(connection, context, params["VoiceConnectorId"])
+        proxy.put_config(connection, {"voice_connector_pk": connector["pk"], **values})
+    return {"Proxy": proxy_shape(values)}  # type: ignore[arg-type]
+
+
+@operation("GetVoiceConnectorProxy")
+def get_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Output:
+    with context.services.db.read() as connection:
+        connector = require_connector(connection, context, params["VoiceConnectorId"])
+        config = _require_config(connection, connector)
+    return {"Proxy": proxy_shape(config)}
+
+
+@operation("DeleteVoiceConnectorProxy")
+def delete_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Output:
+    now = context.services.clock.now_ms()
+    with context.services.db.write() as connection:
+        connector = require_connector(connection, context, params["VoiceConnectorId"])
+        _require_config(connection, connector)
+        if proxy.has_active_sessions(connection, connector["pk"], now):
+            raise BadRequestException(
+                "The proxy configuration has Open or InProgress sessions; delete them or let "
+                "them expire first."
+            )
+        proxy.delete_config(connection, connector["pk"])
+    return None
+
+
+# Sessions.
+
+
+@operation("CreateProxySession")
+def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
+    participants = tuple(
+        _e164(n, "ParticipantPhoneNumbers") for n in params["ParticipantPhoneNumbers"]
+    )
+    if participants[0] == participants[1]:
+        raise BadRequestException(
+            "Invalid value for ParticipantPhoneNumbers: the two participants must differ."
+        )
+    capabilities = _capabilities(params["Capabilities"])
+    level = params.get("GeoMatchLevel")
+    geo_params = params.get("GeoMatchParams")
+    if geo_params is not None and level is None:
+        raise BadRequestException("GeoMatchParams needs GeoMatchLevel.")
+    first = number_facts(participants[0])
+    try:
+        geo = resolve_geo(
+            level,
+            geo_params.get("Country") or None if geo_params else None,
+            geo_params.get("AreaCode") or None if geo_params else None,
+            first.country,
+            first.area_code,
+        )
+    except ValueError as exc:
+        raise BadRequestException(f"Invalid value for GeoMatchLevel: {exc}") from exc
+    expiry_given = "ExpiryMinutes" in params
+    behavior = params.get("NumberSelectionBehavior")
+    services = context.services
+
+    def allocate(connection: Connection) -> dict[str, Any]:
+        now = services.clock.now_ms()
+        connector = require_connector(connection, context, params["VoiceConnectorId"])
+        config = proxy.find_config(connection, connector["pk"])
+        if config is None:
+            raise BadRequestException(
+                f"Voice connector {connector['id']} has no proxy configuration; "
+                "call PutVoiceConnectorProxy first."
+            )
+        if config["disabled"]:
+            raise BadRequestException(
+                f"Proxy sessions are disabled on voice connector {connector['id']}."
+            )
+        expiry = _expiry(
+            context,
+            params["ExpiryMinutes"] if expiry_given else config["default_expiry_minutes"],
+            "ExpiryMinutes",
+        )
+        if proxy.is_connector_number(connection, connector["pk"], participants):
+            raise BadRequestException(
+                "Invalid value for ParticipantPhoneNumbers: a participant is a phone number of "
+                "this voice connector."
+            )
+        proxy.release_expired_routes(connection, connector["pk"], participants, now)
+        request = SelectionRequest(
+            participants=participants,  # type: ignore[arg-type]
+            capabilities=frozenset(capabilities),
+            pool_countries=frozenset(config["countries"].split(",")),
+            behavior=behavior or DEFAULT_BEHAVIOR,
+            geo=geo,
+        )
+        candidates = [
+            Candidate(
+                e164=row["e164"],
+                country=row["country"],
+                area_code=row["area_code"],
+                capabilities=frozenset(row["capabilities"].split(",")),
+                last_allocated_at=row["last_allocated_at"],
+            )
+            for row in proxy.connector_numbers(connection, connector["pk"])
+        ]
+        try:
+            ranked = available_in_order(
+                request,
+                candidates,
+                proxy.busy_numbers(connection, connector["pk"], participants, now),
+                proxy.pair_numbers(connection, connector["pk"], proxy.pair_key(*participants)),
+            )
+        except PoolExhausted as exc:
+            raise BadRequestException(str(exc)) from exc
+        session = {
+            "voice_connector_pk": connector["pk"],
+            "id": ids.uuid_id(),
+            "name": params.get("Name"),
+            "status": lifecycle.OPEN,
+            "capabilities": ",".join(capabilities),
+            "expiry_minutes": expiry,
+            "expiry_minutes_given": expiry_given,
+            "number_selection_behavior": behavior,
+            "geo_match_level": level,
+            "geo_country": geo_params.get("Country") if geo_params else None,
+            "geo_area_code": geo_params.get("AreaCode") if geo_params else None,
+            "participant_1": participants[0],
+            "participant_2": participants[1],
+            "proxy_number": ranked[0].e164,
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": lifecycle.expires_at(now, expiry),
+            "ended_at": None,
+        }
+        session_pk = proxy.insert_session(connection, session)
+        # A concurrent create that won this number makes the unique constraint fail here;
+        # the whole transaction then runs again and sees that number as busy.
+        proxy.record_allocation(connection, connector["pk"], session, session_pk)
+        return session_shape(session, connector["id"], now)  # type: ignore[arg-type]
+
+    return {"ProxySession": services.db.write_retrying(allocate)}
+
+
+@operation("GetProxySession")
+def get_proxy_session(context: Context, params: dict[str, Any]) -> Output:
+    now = context.services.clock.now_ms()
+    with context.services.db.read() as connection:
+        connector = require_connector(connection, context, params["VoiceConnectorId"])
+        row = _require_session(connection, context, connector, params["ProxySessionId"], now)
+    return {"ProxySession": session_shape(row, connector["id"], now)}
+
+
+@operation("ListProxySessions")
+def list_proxy_sessions(context: Context, params: dict[str, Any]) -> Output:
+    now = context.services.clock.now_ms()
+    limit = params.get("MaxResults", DEFAULT_PAGE)
+    connector_id = params["VoiceConnectorId"]
+    listing = f"proxy-sessions:{connector_id}:{params.get('Status')}"
+    after = page_after(context, listing, params.get("NextToken"))
+    with context.services.db.read() as connection:
+        connector = require_connector(connection, context, connector_id)
+        rows = proxy.session_page(
+            connection,
+            connector["pk"],
+            status=params.get("Status"),
+            after=tuple(after) if after else None,  # type: ignore[arg-type]
+            limit=limit + 1,
+            now=now,
+            retention_ms=context.services.settings.retention_ms,
+        )
+    return {
+        "ProxySessions": [session_shape(row, connector_id, now) for row in rows[:limit]],
+        "NextToken": next_token(
+            context, listing, rows, limit, lambda r: [r["created_at"], r["id"]]
+        ),
+    }
+
+
+@operation("UpdateProxySession")
+def update_proxy_session(context: Context, params: dict[str, Any]) -> Output:
+    capabilities = _capabilities(params["Capabilities"])
+    now = context.services.clock.now_ms()
+    with context.services.db.write() as connection:
+        connector = require_connector(connection, context, params["VoiceConnectorId"])
+        row = _require_session(connection, context, connector, params["ProxySessionId"], now)
+        state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
+        if state.status == lifecycle.CLOSED:
+            raise BadRequestException(f"Proxy session {row['id']} is Closed and cannot change.")
+        number_capabilities = proxy.number_capabilities(connection, row["proxy_number"])
+        if not covers(number_capabilities, frozenset(capabilities)):
+            raise BadRequestException(
+                "Invalid value for Capabilities: the session's proxy number cannot serve "
+                f"{' and '.join(capabilities)}."
+            )
+        changes: dict[str, Any] = {"capabilities": ",".join(capabilities), "updated_at": now}
+        if "ExpiryMinutes" in params:
+            minutes = _expiry(context, params["ExpiryMinutes"], "ExpiryMinutes")
+            expires, closed_at = lifecycle.after_update(row["created_at"], minutes, now)
+            changes |= {
+                "expiry_minutes": minutes,
+                "expiry_minutes_given": True,
+                "expires_at": expires,
+            }
+            if closed_at is not None:
+                changes |= {"status": lifecycle.CLOSED, "ended_at": closed_at}
+                proxy.release_routes(connection, row["pk"])
+            else:
+                proxy.set_route_expiry(connection, row["pk"], expires)
+        proxy.update_session(connection, row["pk"], changes)
+    return {"ProxySession": session_shape({**row, **changes}, connector["id"], now)}  # type: ignore[arg-type]
+
+
+@operation("DeleteProxySession")
+def delete_proxy_session(context: Context, params: dict[str, Any]) -> Output:
+    now = context.services.clock.now_ms()
+    with context.services.db.write() as connection:
+        connector = require_connector(connection, context, params["VoiceConnectorId"])
+        row = _require_session(connection, context, connector, params["ProxySessionId"], now)
+        proxy.delete_session(connection, row["pk"])
+    return None

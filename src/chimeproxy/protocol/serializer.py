@@ -1,0 +1,72 @@
+"""Serialize output members to the wire: every member present, `null` when unset, keys in
+alphabetical order, timestamps as ISO 8601 with milliseconds and `Z`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from botocore.model import OperationModel, Shape
+
+Encoder = Callable[[Any], Any]
+
+
+def format_timestamp(value: int | datetime) -> str:
+    """Milliseconds since the epoch (or an aware datetime) as `2020-04-15T16:10:10.288Z`."""
+    if isinstance(value, datetime):
+        value = int(value.timestamp() * 1000)
+    seconds, millis = divmod(value, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _encoder(shape: Shape) -> Encoder:
+    kind = shape.type_name
+    if kind == "structure":
+        members = sorted(
+            (name, _encoder(member))
+            for name, member in shape.members.items()
+            if member.serialization.get("location") is None
+        )
+
+        def encode_structure(value: dict[str, Any]) -> dict[str, Any]:
+            out = {}
+            for name, encode in members:
+                item = value.get(name)
+                out[name] = None if item is None else encode(item)
+            return out
+
+        return encode_structure
+    if kind == "list":
+        encode_item = _encoder(shape.member)
+        if encode_item is _identity:
+            return list
+        return lambda value: [encode_item(item) for item in value]
+    if kind == "map":
+        encode_value = _encoder(shape.value)
+        return lambda value: {k: encode_value(v) for k, v in sorted(value.items())}
+    if kind == "timestamp":
+        return format_timestamp
+    return _identity
+
+
+class OutputSerializer:
+    """Compiled encoders, one per operation output shape."""
+
+    def __init__(self) -> None:
+        self._encoders: dict[str, Encoder] = {}
+
+    def body(self, operation: OperationModel, output: dict[str, Any] | None) -> bytes:
+        shape = operation.output_shape
+        if shape is None or not shape.members:
+            return b""
+        encode = self._encoders.get(operation.name)
+        if encode is None:
+            encode = self._encoders[operation.name] = _encoder(shape)
+        return orjson.dumps(encode(output or {}))

@@ -1,0 +1,35 @@
+"""What handlers share: settings, database, clock, the number catalog and the token key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from chimeproxy.clock import Clock
+from chimeproxy.config import Settings
+from chimeproxy.domain.catalog import Catalog
+from chimeproxy.store import catalog as catalog_store
+from chimeproxy.store.database import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    clock: Clock
+
+    _catalog: tuple[str | None, Catalog] | None = None
+
+    def catalog(self) -> Catalog:
+        """The imported catalog when there is one (reloaded when an import changes it), else
+        the built-in fictional numbers."""
+        with self.db.read() as connection:
+            current = catalog_store.revision(connection)
+            if self._catalog is None or self._catalog[0] != current:
+                imported = catalog_store.load(connection) if current else None
+                self._catalog = (current, imported or Catalog.builtin())
+        return self._catalog[1]
+
+    @cached_property
+    def token_key(self) -> bytes:
+        return self.db.token_key()

@@ -1,0 +1,190 @@
+"""The database schema, one definition for SQLite and PostgreSQL. Times are integer milliseconds
+since the epoch (UTC) so both engines compare and index them the same way."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# A row per server setting that must be shared by every process (the pagination-token key).
+server_settings = Table(
+    "server_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# The operator's own numbers at its carrier (`chimeproxy numbers import`); when empty, the
+# built-in catalog of fictional numbers serves searches and orders.
+catalog_numbers = Table(
+    "catalog_numbers",
+    metadata,
+    Column("e164", String(16), primary_key=True),
+    Column("country", String(2), nullable=False),
+    Column("number_type", String(16), nullable=False),
+    Column("capabilities", String(128), nullable=False),
+    Column("area_code", String(8)),
+    Column("city", String(128)),
+    Column("state", String(128)),
+)
+
+voice_connectors = Table(
+    "voice_connectors",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("account", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("id", String(22), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("aws_region", String(32), nullable=False),
+    Column("require_encryption", Boolean, nullable=False),
+    Column("integration_type", String(64)),
+    Column("network_type", String(32)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("account", "region", "id", name="uq_voice_connectors_id"),
+    Index("ix_voice_connectors_list", "account", "region", "created_at", "id"),
+)
+
+# A number is owned by at most one (account, region): the carrier sells it once.
+phone_numbers = Table(
+    "phone_numbers",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("account", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("e164", String(16), nullable=False, unique=True),
+    Column("country", String(2), nullable=False),
+    Column("area_code", String(8)),
+    Column("number_type", String(16), nullable=False),
+    Column("product_type", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("capabilities", String(128), nullable=False),
+    Column("name", String(256)),
+    Column("calling_name", String(32)),
+    Column("order_id", String(36)),
+    Column(
+        "voice_connector_pk",
+        Integer,
+        ForeignKey("voice_connectors.pk", ondelete="RESTRICT"),
+    ),
+    Column("associated_at", BigInteger),
+    Column("last_allocated_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("deletion_at", BigInteger),
+    Index("ix_phone_numbers_owner", "account", "region", "e164"),
+    Index("ix_phone_numbers_connector", "voice_connector_pk"),
+)
+
+phone_number_orders = Table(
+    "phone_number_orders",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("account", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("product_type", String(32), nullable=False),
+    Column("order_type", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("numbers", Text, nullable=False),  # JSON list of [e164, status]
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_phone_number_orders_list", "account", "region", "created_at", "id"),
+)
+
+proxy_configs = Table(
+    "proxy_configs",
+    metadata,
+    Column(
+        "voice_connector_pk",
+        Integer,
+        ForeignKey("voice_connectors.pk", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("default_expiry_minutes", Integer, nullable=False),
+    Column("countries", String(512), nullable=False),  # comma-separated, in the order given
+    Column("fallback_number", String(16)),
+    Column("disabled", Boolean, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+proxy_sessions = Table(
+    "proxy_sessions",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "voice_connector_pk",
+        Integer,
+        ForeignKey("voice_connectors.pk", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("name", String(64)),
+    Column("status", String(16), nullable=False),  # as last written; reads derive expiry
+    Column("capabilities", String(16), nullable=False),  # "Voice", "SMS" or "SMS,Voice"
+    Column("expiry_minutes", Integer, nullable=False),
+    Column("expiry_minutes_given", Boolean, nullable=False),
+    Column("number_selection_behavior", String(16)),
+    Column("geo_match_level", String(16)),
+    Column("geo_country", String(2)),
+    Column("geo_area_code", String(8)),
+    Column("participant_1", String(16), nullable=False),
+    Column("participant_2", String(16), nullable=False),
+    Column("proxy_number", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger),
+    Index("ix_proxy_sessions_list", "voice_connector_pk", "created_at", "id"),
+    Index("ix_proxy_sessions_open", "status", "expires_at"),
+)
+
+# The routing invariant, enforced by the database: one row per participant of each active
+# session, and no participant twice on the same proxy number of a voice connector.
+active_routes = Table(
+    "active_routes",
+    metadata,
+    Column("voice_connector_pk", Integer, nullable=False),
+    Column("participant", String(16), nullable=False),
+    Column("proxy_number", String(16), nullable=False),
+    Column(
+        "session_pk",
+        Integer,
+        ForeignKey("proxy_sessions.pk", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("expires_at", BigInteger, nullable=False),
+    UniqueConstraint(
+        "voice_connector_pk", "participant", "proxy_number", name="uq_active_routes_invariant"
+    ),
+    Index("ix_active_routes_session", "session_pk"),
+)
+
+# Which proxy number a pair of participants last had; it outlives the sessions (stickiness).
+pair_history = Table(
+    "pair_history",
+    metadata,
+    Column(
+        "voice_connector_pk",
+        Integer,
+        ForeignKey("voice_connectors.pk", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("pair", String(40), primary_key=True),
+    Column("proxy_number", String(16), primary_key=True),
+    Column("last_used_at", BigInteger, nullable=False),
+)
