@@ -83,9 +83,7 @@ def test_invalid_phone_number_is_a_value_error() -> None:
 @given(st.text(alphabet="+0123456789", max_size=18))
 def test_normalize_agrees_with_the_e164_shape(raw: str) -> None:
     digits = raw.removeprefix("+")
-    shaped = (
-        digits.isdigit() and 2 <= len(digits) <= 15 and digits[0] != "0" and "+" not in digits
-    )
+    shaped = digits.isdigit() and 2 <= len(digits) <= 15 and digits[0] != "0" and "+" not in digits
     try:
         normalized = normalize_e164(raw)
     except InvalidPhoneNumber:

@@ -78,6 +78,7 @@ class CatalogNumber:
 
 
 def _fold(value: str | None) -> str | None:
+    """Case-folded value for case-insensitive city/state matching; None stays None."""
     return None if value is None else value.casefold()
 
 
@@ -288,7 +289,7 @@ _AU_FICTION_TOLL_FREE: tuple[str, ...] = (
 
 @cache
 def _nanp_localities() -> dict[str, tuple[str | None, str | None]]:
-    """NANP area code -> (city, state) of its most common exchange in phonenumbers' geodata."""
+    """NANP area code -> (city, state) where most of its exchanges are, per the geodata."""
     # Imported here: the geodata is ~290k prefixes and only the built-in catalog needs it.
     from phonenumbers.geodata import GEOCODE_DATA
 
@@ -369,6 +370,7 @@ def _builtin_numbers() -> Iterator[CatalogNumber]:
 
 @cache
 def _builtin_catalog() -> Catalog:
+    """Build the built-in catalog; cached so every caller shares one instance."""
     return Catalog(_builtin_numbers())
 
 

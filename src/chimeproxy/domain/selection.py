@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Set
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Final, Literal
 
 __all__ = [
@@ -47,7 +46,7 @@ class Candidate:
     country: str | None
     area_code: str | None
     capabilities: frozenset[str]
-    last_allocated_at: datetime | None
+    last_allocated_at: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +167,14 @@ def _number_value(e164: str) -> int:
     return int(e164[1:] if e164.startswith("+") else e164)
 
 
-_GeneralKey = tuple[bool, datetime | int, int, str]
-_RankKey = tuple[bool, datetime | int, _GeneralKey]
+_GeneralKey = tuple[bool, int, int, str]
+_RankKey = tuple[bool, int, _GeneralKey]
 
 
 def _general_key(candidate: Candidate) -> _GeneralKey:
     """Least recently allocated first (never allocated before all), then the lowest number.
 
-    The boolean comes first so that None is never compared with a datetime; e164 makes the
+    The boolean comes first so that None is never compared with an instant; e164 makes the
     order total, hence deterministic whatever the input order.
     """
     last = candidate.last_allocated_at
@@ -251,7 +250,7 @@ def _filter(
     )
 
 
-def _latest_sticky(pair_history: Mapping[str, datetime]) -> frozenset[str]:
+def _latest_sticky(pair_history: Mapping[str, int]) -> frozenset[str]:
     """The numbers the pair got most recently (several only on an exact time tie)."""
     if not pair_history:
         return frozenset()
@@ -260,7 +259,7 @@ def _latest_sticky(pair_history: Mapping[str, datetime]) -> frozenset[str]:
 
 
 def _ranking_key(
-    behavior: SelectionBehavior, pair_history: Mapping[str, datetime]
+    behavior: SelectionBehavior, pair_history: Mapping[str, int]
 ) -> Callable[[Candidate], _RankKey]:
     """The sort key of a behaviour; one key serves both ``min`` and ``sorted`` so they agree."""
     if behavior not in ("PreferSticky", "AvoidSticky"):
@@ -288,7 +287,7 @@ def available_in_order(
     request: SelectionRequest,
     candidates: Iterable[Candidate],
     busy: Collection[str],
-    pair_history: Mapping[str, datetime],
+    pair_history: Mapping[str, int],
 ) -> list[Candidate]:
     """Every available candidate, best first, so an allocator can fall back on a conflict.
 
@@ -306,7 +305,7 @@ def select_proxy_number(
     request: SelectionRequest,
     candidates: Iterable[Candidate],
     busy: Collection[str],
-    pair_history: Mapping[str, datetime],
+    pair_history: Mapping[str, int],
 ) -> Candidate:
     """The proxy number for a new session: ``available_in_order(...)[0]``, found in O(n).
 

@@ -1,4 +1,4 @@
-"""Service errors and their wire form: status, `x-amzn-ErrorType` and a `{"Code", "Message"}` body."""
+"""Service errors and their wire form: status, `x-amzn-ErrorType`, a `{"Code", "Message"}` body."""
 
 from __future__ import annotations
 
