@@ -1,4 +1,4 @@
-"""SigV4 verifier tests with botocore (and a real boto3 client on a socket) as the signing oracle."""
+"""SigV4 verifier tests; botocore (and a real boto3 client on a socket) is the signing oracle."""
 
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def with_header(wire: Wire, name: str, value: str | None) -> Wire:
 
 # ---------------------------------------------------------------- strategies
 
-_TRICKY = list(" %+/~.?&=#;:@!*'()[]$,\"<>\\^`{|}\t") + ["é", "€", "日本", "😀", "%2F", "%20"]
+_TRICKY = [*" %+/~.?&=#;:@!*'()[]$,\"<>\\^`{|}\t", "é", "€", "日本", "😀", "%2F", "%20"]
 _text = st.lists(
     st.one_of(st.characters(codec="utf-8", exclude_categories=("Cs",)), st.sampled_from(_TRICKY)),
     max_size=8,
@@ -182,9 +182,7 @@ _discriminator = st.sampled_from(
     ["", "operation=associate-phone-numbers", "operation=batch-update", "type=phone-numbers"]
 )
 _header_name = st.from_regex(r"x-c-[a-z0-9-]{1,8}", fullmatch=True)
-_header_value = st.text(
-    alphabet=st.sampled_from(list("abcXYZ019 \t;,=/:-_.é\"'()")), max_size=16
-)
+_header_value = st.text(alphabet=st.sampled_from(list("abcXYZ019 \t;,=/:-_.é\"'()")), max_size=16)
 _headers = st.dictionaries(_header_name, _header_value, max_size=4)
 _methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
 _regions = st.sampled_from(["us-east-1", "us-west-2", "eu-central-1", "ap-southeast-2", "local"])
@@ -197,7 +195,7 @@ _tokens = st.none() | st.from_regex(r"[A-Za-z0-9/+=]{16,64}", fullmatch=True)
 
 @st.composite
 def _target(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]]]:
-    """A URL and params the way either a real client (query in URL) or AWSRequest(params=) has it."""
+    """A URL and params as a real client has them (query in the URL) or as AWSRequest(params=)."""
     base = draw(_hosts) + draw(_path)
     pairs = draw(_pairs)
     discriminator = draw(_discriminator)
@@ -209,11 +207,21 @@ def _target(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]]]:
 
 
 _HEADER_MUTATIONS = [
-    "body", "header", "path", "query", "secret", "region", "date", "scope_date", "method"
+    "body",
+    "header",
+    "path",
+    "query",
+    "secret",
+    "region",
+    "date",
+    "scope_date",
+    "method",
 ]
 
 
-def _mutate(wire: Wire, signed: SignedRequest, secret: str, kind: str) -> tuple[Wire, SignedRequest, str]:
+def _mutate(
+    wire: Wire, signed: SignedRequest, secret: str, kind: str
+) -> tuple[Wire, SignedRequest, str]:
     if kind == "body":
         return dataclasses.replace(wire, body=wire.body + b"!"), signed, secret
     if kind == "header":
@@ -270,8 +278,14 @@ def test_header_auth_matches_botocore_and_rejects_any_change(
     if content_sha:
         headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
     wire = sign(
-        method, url, headers=headers, body=body, params=params, region=region,
-        secret=secret, token=token,
+        method,
+        url,
+        headers=headers,
+        body=body,
+        params=params,
+        region=region,
+        secret=secret,
+        token=token,
     )
     signed = check(wire, secret=secret)
     assert signed.credential == Credential(AK, "20240517", region, "chime")
@@ -311,8 +325,14 @@ def test_presigned_matches_botocore_and_rejects_any_change(
 ) -> None:
     url, params = target
     wire = presign(
-        method, url, headers=headers, params=params, expires=expires, region=region,
-        secret=secret, token=token,
+        method,
+        url,
+        headers=headers,
+        params=params,
+        expires=expires,
+        region=region,
+        secret=secret,
+        token=token,
     )
     now = NOW + timedelta(seconds=int(expires * elapsed))
     signed = check(wire, secret=secret, now=now)
@@ -516,7 +536,9 @@ def test_content_sha256_not_matching_body() -> None:
 
 def test_content_sha256_checked_against_tampered_body() -> None:
     body = b'{"CallingName":"Alice"}'
-    wire = sign("POST", body=body, headers={"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()})
+    wire = sign(
+        "POST", body=body, headers={"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()}
+    )
     check(wire)
     error = rejected(dataclasses.replace(wire, body=b'{"CallingName":"Mallory"}'))
     assert "does not match the body" in error.message
@@ -593,7 +615,9 @@ def test_presigned_missing_parameter() -> None:
 def test_presigned_and_authorization_header_together() -> None:
     wire = presign()
     with pytest.raises(SigV4Error) as info:
-        parse_request_auth(wire.query, {**wire.headers, "authorization": sign().headers["authorization"]})
+        parse_request_auth(
+            wire.query, {**wire.headers, "authorization": sign().headers["authorization"]}
+        )
     assert info.value.code == INCOMPLETE_SIGNATURE
     assert "Only one auth mechanism" in info.value.message
 
@@ -646,7 +670,9 @@ def test_authorization_without_any_date_header() -> None:
     assert "'X-Amz-Date' or a 'Date' header" in info.value.message
 
 
-@pytest.mark.parametrize("amz_date", ["2024-05-17T12:34:56Z", "20240517T123456", "20241317T123456Z"])
+@pytest.mark.parametrize(
+    "amz_date", ["2024-05-17T12:34:56Z", "20240517T123456", "20241317T123456Z"]
+)
 def test_malformed_x_amz_date(amz_date: str) -> None:
     with pytest.raises(SigV4Error) as info:
         parse_request_auth(b"", {"authorization": _AUTH, "x-amz-date": amz_date})
@@ -673,8 +699,10 @@ def test_mismatch_message_never_reveals_expected_signature_or_secret() -> None:
     wire = sign("POST", body=b"{}", headers={"Content-Type": "application/json"})
     other_secret = "an0therS3cretKeyThatTheServerHolds000000"
     expected = parse_request_auth(
-        b"", sign("POST", body=b"{}", headers={"Content-Type": "application/json"},
-                  secret=other_secret).headers
+        b"",
+        sign(
+            "POST", body=b"{}", headers={"Content-Type": "application/json"}, secret=other_secret
+        ).headers,
     )
     assert expected is not None
     error = rejected(wire, secret=other_secret)
@@ -755,16 +783,29 @@ _CALLS = [
     ("get_phone_number", {"PhoneNumberId": "+12065550100"}, b"/phone-numbers/%2B12065550100"),
     (
         "list_phone_numbers",
-        {"Status": "Assigned", "FilterName": "VoiceConnectorId", "FilterValue": "a b/c~é+", "MaxResults": 5},
+        {
+            "Status": "Assigned",
+            "FilterName": "VoiceConnectorId",
+            "FilterValue": "a b/c~é+",
+            "MaxResults": 5,
+        },
         b"/phone-numbers",
     ),
     (
         "associate_phone_numbers_with_voice_connector",
-        {"VoiceConnectorId": "vc 1/2", "E164PhoneNumbers": ["+12065550100"], "ForceAssociate": True},
+        {
+            "VoiceConnectorId": "vc 1/2",
+            "E164PhoneNumbers": ["+12065550100"],
+            "ForceAssociate": True,
+        },
         b"/voice-connectors/vc%201%2F2",
     ),
     ("search_available_phone_numbers", {"AreaCode": "206", "Country": "US"}, b"/search"),
-    ("update_phone_number", {"PhoneNumberId": "+1 206~x", "CallingName": "Zoë"}, b"/phone-numbers/%2B1%20206~x"),
+    (
+        "update_phone_number",
+        {"PhoneNumberId": "+1 206~x", "CallingName": "Zoë"},
+        b"/phone-numbers/%2B1%20206~x",
+    ),
     (
         "put_voice_connector_termination_credentials",
         {"VoiceConnectorId": "vc", "Credentials": [{"Username": "u", "Password": "p w"}]},
@@ -834,4 +875,6 @@ def test_boto3_generate_presigned_url_verifies(operation: str, params: dict[str,
     wire = _wire_from_url("GET", url, {}, b"")
     signed = check(wire, now=NOW + timedelta(seconds=900))
     assert signed.presigned and signed.credential.region == "eu-central-1"
-    assert rejected(wire, now=NOW + timedelta(seconds=901)).message.startswith("Request has expired")
+    assert rejected(wire, now=NOW + timedelta(seconds=901)).message.startswith(
+        "Request has expired"
+    )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from chimeproxy.config import Settings
 from chimeproxy.protocol.errors import (
+    IncompleteSignatureException,
     InvalidSignatureException,
     MissingAuthenticationTokenException,
     ServiceError,
@@ -23,6 +24,7 @@ _SIGV4_ERRORS: dict[str, type[ServiceError]] = {
     "MissingAuthenticationTokenException": MissingAuthenticationTokenException,
     "UnrecognizedClientException": UnrecognizedClientException,
     "InvalidSignatureException": InvalidSignatureException,
+    "IncompleteSignatureException": IncompleteSignatureException,
 }
 
 

@@ -50,6 +50,7 @@ MissingAuthenticationTokenException = _error(
 )
 UnrecognizedClientException = _error("UnrecognizedClientException", "UnrecognizedClient", 403)
 InvalidSignatureException = _error("InvalidSignatureException", "InvalidSignature", 403)
+IncompleteSignatureException = _error("IncompleteSignatureException", "IncompleteSignature", 400)
 RequestEntityTooLargeException = _error(
     "RequestEntityTooLargeException", "RequestEntityTooLarge", 413
 )

@@ -12,8 +12,9 @@ from botocore.model import Shape
 
 from chimeproxy.protocol.errors import BadRequestException
 
-# Smithy patterns are ECMA-262 and not implicitly anchored; Python's `$` would also accept a
-# trailing newline, so every unescaped `$` becomes `\Z`, and `\d` must not match other scripts.
+# AWS services match a pattern against the whole value (as Java's `matches()` does), so
+# `[a-zA-Z0-9 _.-]+` refuses "bad/name". Python's `$` would also accept a trailing newline, so
+# every unescaped `$` becomes `\Z`; `\d` must not match digits of other scripts.
 _DOLLAR = re.compile(r"(?<!\\)\$")
 
 
@@ -67,7 +68,7 @@ def validate(shape: Shape, value: Any, path: str) -> None:
         if enum and value not in enum:
             raise invalid(path, f"must be one of {', '.join(enum)}")
         pattern = shape.metadata.get("pattern")
-        if pattern is not None and not compiled_pattern(pattern).search(value):
+        if pattern is not None and not compiled_pattern(pattern).fullmatch(value):
             raise invalid(path, f"must match the pattern {pattern}")
         return
     if kind in ("integer", "long"):

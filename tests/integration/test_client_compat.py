@@ -1,0 +1,143 @@
+"""The same proxy-session flow from the AWS CLI and from the older boto3 `chime` client."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chimeproxy.testing import ChimeProxyServer
+from tests.conftest import IN_CI
+from tests.integration.helpers import proxy_connector
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def aws_cli() -> str:
+    """The AWS CLI installed with the test dependencies, beside this interpreter."""
+    path = Path(sys.executable).with_name("aws")
+    if not path.exists():
+        if IN_CI:
+            pytest.fail("the AWS CLI is a test dependency and must be installed in CI")
+        pytest.skip("the AWS CLI is not installed (pip install -e '.[test]')")
+    return str(path)
+
+
+def run_cli(server: ChimeProxyServer, *args: str) -> Any:
+    env = {**os.environ, **CREDENTIALS, "AWS_CONFIG_FILE": os.devnull}
+    result = subprocess.run(
+        [aws_cli(), "--endpoint-url", server.url, "--output", "json", "chime-sdk-voice", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def test_aws_cli_create_get_list_update_delete(server: ChimeProxyServer, client: Any) -> None:
+    connector, numbers = proxy_connector(client, pool=2)
+    created = run_cli(
+        server, "create-proxy-session",
+        "--voice-connector-id", connector,
+        "--participant-phone-numbers", "+12065550150", "+14015550101",
+        "--capabilities", "Voice", "SMS",
+        "--expiry-minutes", "30",
+    )["ProxySession"]  # fmt: skip
+    session_id = created["ProxySessionId"]
+    assert created["Status"] == "Open"
+    assert {p["ProxyPhoneNumber"] for p in created["Participants"]} <= set(numbers)
+
+    got = run_cli(
+        server, "get-proxy-session",
+        "--voice-connector-id", connector, "--proxy-session-id", session_id,
+    )["ProxySession"]  # fmt: skip
+    assert got["ExpiryMinutes"] == 30
+    assert got["CreatedTimestamp"] == created["CreatedTimestamp"]
+
+    listed = run_cli(server, "list-proxy-sessions", "--voice-connector-id", connector)
+    assert [s["ProxySessionId"] for s in listed["ProxySessions"]] == [session_id]
+
+    updated = run_cli(
+        server, "update-proxy-session",
+        "--voice-connector-id", connector, "--proxy-session-id", session_id,
+        "--capabilities", "Voice",
+    )["ProxySession"]  # fmt: skip
+    assert updated["Capabilities"] == ["Voice"]
+
+    run_cli(
+        server, "delete-proxy-session",
+        "--voice-connector-id", connector, "--proxy-session-id", session_id,
+    )  # fmt: skip
+    listed = run_cli(server, "list-proxy-sessions", "--voice-connector-id", connector)
+    assert listed["ProxySessions"] == []
+
+
+LEGACY_FLOW = textwrap.dedent(
+    """
+    import json, sys
+    import boto3
+    url, connector = sys.argv[1], sys.argv[2]
+    chime = boto3.client("chime", endpoint_url=url, region_name="us-east-1",
+                         aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
+    created = chime.create_proxy_session(
+        VoiceConnectorId=connector, ParticipantPhoneNumbers=["+12065550160", "+14015550161"],
+        Capabilities=["Voice"], NumberSelectionBehavior="AvoidSticky")["ProxySession"]
+    got = chime.get_proxy_session(VoiceConnectorId=connector,
+                                  ProxySessionId=created["ProxySessionId"])["ProxySession"]
+    listed = chime.list_proxy_sessions(VoiceConnectorId=connector, Status="Open")
+    proxy = chime.get_voice_connector_proxy(VoiceConnectorId=connector)["Proxy"]
+    try:
+        chime.get_proxy_session(VoiceConnectorId=connector, ProxySessionId="missing")
+        missing = "found"
+    except chime.exceptions.NotFoundException:
+        missing = "NotFoundException"
+    chime.delete_proxy_session(VoiceConnectorId=connector, ProxySessionId=created["ProxySessionId"])
+    print(json.dumps({
+        "boto3": boto3.__version__,
+        "status": got["Status"],
+        "behavior": got["NumberSelectionBehavior"],
+        "created": got["CreatedTimestamp"].isoformat(),
+        "listed": [s["ProxySessionId"] for s in listed["ProxySessions"]],
+        "id": created["ProxySessionId"],
+        "countries": proxy["PhoneNumberCountries"],
+        "missing": missing,
+    }))
+    """
+)
+
+
+def test_legacy_boto3_chime_client(server: ChimeProxyServer, client: Any) -> None:
+    python = os.environ.get("CHIMEPROXY_LEGACY_PYTHON")
+    if not python:
+        if IN_CI:
+            pytest.fail("CHIMEPROXY_LEGACY_PYTHON must point at boto3 1.34's Python in CI")
+        pytest.skip("set CHIMEPROXY_LEGACY_PYTHON to a Python with boto3 1.34 (scripts/test.sh does)")
+    connector, _ = proxy_connector(client, pool=1)
+    result = subprocess.run(
+        [python, "-c", LEGACY_FLOW, server.url, connector],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["boto3"].startswith("1.34.")
+    assert outcome["status"] == "Open"
+    assert outcome["behavior"] == "AvoidSticky"
+    assert outcome["listed"] == [outcome["id"]]
+    assert outcome["countries"] == ["US"]
+    assert outcome["missing"] == "NotFoundException"
