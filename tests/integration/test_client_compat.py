@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -124,7 +125,9 @@ def test_legacy_boto3_chime_client(server: ChimeProxyServer, client: Any) -> Non
     if not python:
         if IN_CI:
             pytest.fail("CHIMEPROXY_LEGACY_PYTHON must point at boto3 1.34's Python in CI")
-        pytest.skip("set CHIMEPROXY_LEGACY_PYTHON to a Python with boto3 1.34 (scripts/test.sh does)")
+        pytest.skip(
+            "set CHIMEPROXY_LEGACY_PYTHON to a Python with boto3 1.34 (scripts/test.sh does)"
+        )
     connector, _ = proxy_connector(client, pool=1)
     result = subprocess.run(
         [python, "-c", LEGACY_FLOW, server.url, connector],
@@ -141,3 +144,33 @@ def test_legacy_boto3_chime_client(server: ChimeProxyServer, client: Any) -> Non
     assert outcome["listed"] == [outcome["id"]]
     assert outcome["countries"] == ["US"]
     assert outcome["missing"] == "NotFoundException"
+
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+
+
+def test_aws_sdk_for_javascript_v3(server: ChimeProxyServer, client: Any) -> None:
+    node = shutil.which("node")
+    installed = (JS_DIR / "node_modules" / "@aws-sdk" / "client-chime-sdk-voice").exists()
+    if node is None or not installed:
+        if IN_CI:
+            pytest.fail("node and tests/js/node_modules are required in CI (scripts/test.sh)")
+        pytest.skip("needs node and `npm install` in tests/js (scripts/test.sh does it)")
+    connector, _ = proxy_connector(client, pool=1)
+    result = subprocess.run(
+        [node, str(JS_DIR / "proxy_flow.mjs"), connector],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=JS_DIR,
+        env={**os.environ, "AWS_ENDPOINT_URL_CHIME_SDK_VOICE": server.url},
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["status"] == "Open"
+    assert outcome["expiry"] == 15
+    assert outcome["participants"] == ["+12065550170", "+14015550171"]
+    assert outcome["listed"] == [outcome["id"]]
+    assert outcome["missing"] == "NotFoundException"
+    assert outcome["badRequest"] == "BadRequestException"

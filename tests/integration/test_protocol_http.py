@@ -110,7 +110,11 @@ def test_uri_label_constraints(http: httpx.Client) -> None:
 def test_errors_parse_with_botocore(http: httpx.Client) -> None:
     answer = http.get("/voice-connectors/abcdef1ghij2klmno3pqr4")
     parsed = RestJSONParser().parse(
-        {"status_code": answer.status_code, "headers": dict(answer.headers), "body": answer.content},
+        {
+            "status_code": answer.status_code,
+            "headers": dict(answer.headers),
+            "body": answer.content,
+        },
         operation_model("GetVoiceConnector").output_shape,
     )
     assert parsed["Error"]["Code"] == "NotFoundException"

@@ -1,0 +1,196 @@
+"""`chimeproxy numbers import`: an operator's own numbers replace the built-in catalog, also for a
+server that is already running."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chimeproxy.testing import ChimeProxyServer
+from tests.conftest import database_url, make_client
+
+HEADER = "e164,country,type,capabilities,city,state"
+VOICE = "InboundCall|OutboundCall"
+EVERYTHING = "InboundCall|OutboundCall|InboundSMS|OutboundSMS"
+CATALOG_ROWS = [
+    f"+12065550123,US,Local,{EVERYTHING},Seattle,WA",
+    f"+12065550124,US,Local,{VOICE},Seattle,WA",
+    f"+13125550177,us,local,{EVERYTHING},Chicago,IL",
+    f"+18885550123,US,TollFree,{EVERYTHING},,",
+    f"+442079460123,GB,Local,{VOICE},London,",
+]
+US_NUMBERS = ["+12065550123", "+12065550124", "+13125550177", "+18885550123"]
+
+
+def run_import(csv_path: Path, database: str) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "chimeproxy.cli", "numbers", "import", str(csv_path),
+         "--database", database],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+def write_csv(path: Path, rows: list[str], header: str = HEADER) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def search_everything(client: Any, **filters: Any) -> list[str]:
+    """Every number the search offers for `filters`, following NextToken."""
+    found: list[str] = []
+    token: str | None = None
+    while True:
+        page = client.search_available_phone_numbers(
+            MaxResults=500, **filters, **({"NextToken": token} if token else {})
+        )
+        found += page["E164PhoneNumbers"]
+        token = page.get("NextToken")
+        if not token:
+            return found
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[ChimeProxyServer]:
+    """A server of this test's own, started before any import (so on the built-in catalog)."""
+    server = ChimeProxyServer(database=database_url(tmp_path), log_path=tmp_path / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_running_server_offers_exactly_the_imported_numbers(
+    running: ChimeProxyServer, tmp_path: Path
+) -> None:
+    client = make_client(running.url)
+    builtin = client.search_available_phone_numbers(Country="US", AreaCode="206", MaxResults=5)
+    assert builtin["E164PhoneNumbers"][0] == "+12065550100"
+
+    result = run_import(write_csv(tmp_path / "numbers.csv", CATALOG_ROWS), running.database)
+    assert result.returncode == 0, result.stderr
+    assert "5" in result.stdout
+
+    assert search_everything(client, Country="US") == US_NUMBERS
+    assert search_everything(client, Country="GB") == ["+442079460123"]
+    assert search_everything(client, Country="US", AreaCode="206") == US_NUMBERS[:2]
+    assert search_everything(client, Country="US", City="chicago", State="IL") == [
+        "+13125550177"
+    ]
+    assert search_everything(client, TollFreePrefix="888") == ["+18885550123"]
+    assert search_everything(client, Country="US", PhoneNumberType="Local") == US_NUMBERS[:3]
+    assert search_everything(client, Country="FR") == []
+    countries = {
+        c["CountryCode"]: sorted(c["SupportedPhoneNumberTypes"])
+        for c in client.list_supported_phone_number_countries(ProductType="VoiceConnector")[
+            "PhoneNumberCountries"
+        ]
+    }
+    assert countries == {"US": ["Local", "TollFree"], "GB": ["Local"]}
+
+    order = client.create_phone_number_order(
+        ProductType="VoiceConnector", E164PhoneNumbers=["+12065550124", "+12065550100"]
+    )["PhoneNumberOrder"]
+    assert order["Status"] == "Partial"
+    assert order["OrderedPhoneNumbers"] == [
+        {"E164PhoneNumber": "+12065550124", "Status": "Acquired"},
+        {"E164PhoneNumber": "+12065550100", "Status": "Failed"},
+    ]
+    owned = client.get_phone_number(PhoneNumberId="+12065550124")["PhoneNumber"]
+    assert owned["Status"] == "Unassigned"
+    assert owned["Capabilities"]["InboundCall"] is True
+    assert owned["Capabilities"]["InboundSMS"] is False
+    assert search_everything(client, Country="US") == [
+        n for n in US_NUMBERS if n != "+12065550124"
+    ]
+
+    # A later import replaces the catalog; numbers already owned stay owned and unoffered.
+    again = write_csv(
+        tmp_path / "again.csv",
+        [f"+12065550124,US,Local,{VOICE},,", f"+14155550111,US,Local,{VOICE},,"],
+    )
+    assert run_import(again, running.database).returncode == 0
+    assert search_everything(client, Country="US") == ["+14155550111"]
+    assert client.get_phone_number(PhoneNumberId="+12065550124")["PhoneNumber"]["Status"] == (
+        "Unassigned"
+    )
+
+
+def test_imported_toll_free_number_is_ordered_as_toll_free(
+    running: ChimeProxyServer, tmp_path: Path
+) -> None:
+    assert run_import(write_csv(tmp_path / "n.csv", CATALOG_ROWS), running.database).returncode == 0
+    client = make_client(running.url)
+    order = client.create_phone_number_order(
+        ProductType="VoiceConnector", E164PhoneNumbers=["+18885550123", "+442079460123"]
+    )["PhoneNumberOrder"]
+    assert order["Status"] == "Successful"
+    toll_free = client.get_phone_number(PhoneNumberId="+18885550123")["PhoneNumber"]
+    assert (toll_free["Country"], toll_free["Type"]) == ("US", "TollFree")
+    british = client.get_phone_number(PhoneNumberId="+442079460123")["PhoneNumber"]
+    assert (british["Country"], british["Type"]) == ("GB", "Local")
+    assert british["Capabilities"]["OutboundSMS"] is False
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "column"),
+    [
+        (f"+1206555012x,US,Local,{VOICE},,", "e164"),
+        (f"+12065550125,XX,Local,{VOICE},,", "country"),
+        (f"+12065550125,US,Mobile,{VOICE},,", "type"),
+        ("+12065550125,US,Local,Teleport,,", "capabilities"),
+        (f"+12065550123,US,Local,{VOICE},,", "e164"),  # a repeat of line 2
+        ("+12065550125,US,Local", None),  # too few fields
+    ],
+)
+def test_bad_row_fails_naming_its_line_and_keeps_the_catalog(
+    running: ChimeProxyServer, tmp_path: Path, bad_row: str, column: str | None
+) -> None:
+    good = write_csv(tmp_path / "good.csv", CATALOG_ROWS[:2])
+    assert run_import(good, running.database).returncode == 0
+    bad = write_csv(tmp_path / "bad.csv", [CATALOG_ROWS[0], CATALOG_ROWS[2], bad_row])
+    result = run_import(bad, running.database)
+    assert result.returncode != 0
+    assert "line 4" in result.stderr
+    if column is not None:
+        assert column in result.stderr
+    assert "Traceback" not in result.stderr
+    # Nothing of the bad file was taken.
+    assert search_everything(make_client(running.url), Country="US") == US_NUMBERS[:2]
+
+
+def test_bad_header_and_missing_file_fail_cleanly(running: ChimeProxyServer, tmp_path: Path) -> None:
+    result = run_import(
+        write_csv(tmp_path / "h.csv", ["+12065550123,US,Local"], header="e164,country,type"),
+        running.database,
+    )
+    assert result.returncode != 0
+    assert "line 1" in result.stderr
+    assert "capabilities" in result.stderr
+    result = run_import(tmp_path / "nowhere.csv", running.database)
+    assert result.returncode != 0
+    assert "nowhere.csv" in result.stderr
+    assert "Traceback" not in result.stderr
+    # The built-in catalog is still in force.
+    offered = make_client(running.url).search_available_phone_numbers(
+        Country="US", AreaCode="206", MaxResults=1
+    )
+    assert offered["E164PhoneNumbers"] == ["+12065550100"]
+
+
+def test_import_into_a_new_database_before_the_first_start(tmp_path: Path) -> None:
+    database = database_url(tmp_path)
+    result = run_import(write_csv(tmp_path / "n.csv", CATALOG_ROWS), database)
+    assert result.returncode == 0, result.stderr
+    server = ChimeProxyServer(database=database, log_path=tmp_path / "server.log").start()
+    try:
+        client = make_client(server.url)
+        assert search_everything(client, Country="US") == US_NUMBERS
+    finally:
+        server.stop()
