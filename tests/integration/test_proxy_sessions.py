@@ -112,12 +112,12 @@ class Raises:
         return self
 
     def __exit__(self, *exc: Any) -> bool:
-        handled = self.context.__exit__(*exc)
-        message = self.info.value.response["Error"]["Message"]
-        for word in self.words:
-            assert word.lower() in message.lower(), message
-        self.message = message
-        return bool(handled)
+        handled = bool(self.context.__exit__(*exc))
+        if handled:
+            self.message = self.info.value.response["Error"]["Message"]
+            for word in self.words:
+                assert word.lower() in self.message.lower(), self.message
+        return handled
 
 
 def bad_request(client: Any, *words: str) -> Raises:
@@ -251,7 +251,7 @@ def test_create_echoes_every_optional_member_it_was_given(client: Any) -> None:
     )
     assert session["Name"] == "Ride 42"
     assert session["ExpiryMinutes"] == 90
-    assert sorted(session["Capabilities"]) == ["SMS", "Voice"]
+    assert session["Capabilities"] == ["SMS", "Voice"]
     assert session["NumberSelectionBehavior"] == "AvoidSticky"
     assert session["GeoMatchLevel"] == "AreaCode"
     assert session["GeoMatchParams"] == {"Country": "US", "AreaCode": "206"}
@@ -270,6 +270,29 @@ def test_a_participant_never_gets_the_same_proxy_number_twice_while_active(clien
     b = person()
     both = [create(client, connector_id, person(), b) for _ in range(3)]
     assert len({proxy_number(s) for s in both}) == 3
+
+
+def test_least_recently_used_then_lowest_number(client: Any) -> None:
+    connector_id, numbers = proxy_connector(client, pool=3)
+    by_value = sorted(numbers, key=lambda n: int(n[1:]))
+    # Never-allocated numbers first, lowest first; then the one allocated longest ago.
+    given = [proxy_number(create(client, connector_id, person(), person())) for _ in range(4)]
+    assert given == [*by_value, by_value[0]]
+
+
+def test_capabilities_keep_the_order_given_without_duplicates(client: Any) -> None:
+    """docs/behaviour.md: Capabilities keep the order given, duplicates removed."""
+    connector_id, _ = proxy_connector(client, pool=1)
+    session = create(client, connector_id, person(), person(), Capabilities=["Voice", "SMS"])
+    assert session["Capabilities"] == ["Voice", "SMS"]
+    updated = client.update_proxy_session(
+        VoiceConnectorId=connector_id,
+        ProxySessionId=session["ProxySessionId"],
+        Capabilities=["SMS", "Voice", "SMS"],
+    )["ProxySession"]
+    assert updated["Capabilities"] == ["SMS", "Voice"]
+    sms = create(client, connector_id, person(), person(), Capabilities=["SMS", "SMS"])
+    assert sms["Capabilities"] == ["SMS"]
 
 
 # Proxy number selection: stickiness.
@@ -517,7 +540,7 @@ def test_get_list_update_delete(client: Any) -> None:
     )
     assert updated["ResponseMetadata"]["HTTPStatusCode"] == 201
     changed = updated["ProxySession"]
-    assert sorted(changed["Capabilities"]) == ["SMS", "Voice"]
+    assert changed["Capabilities"] == ["SMS", "Voice"]
     assert changed["ExpiryMinutes"] == 15
     assert changed["Status"] == "Open"
     assert changed["CreatedTimestamp"] == session["CreatedTimestamp"]
@@ -787,6 +810,29 @@ def test_unknown_session_is_not_found(client: Any) -> None:
             client.delete_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)
     # The other connector's session is untouched.
     assert client.get_proxy_session(VoiceConnectorId=elsewhere, ProxySessionId=foreign)
+
+
+def test_sessions_are_invisible_from_another_region_or_account(
+    client: Any, server: ChimeProxyServer
+) -> None:
+    connector_id, _ = proxy_connector(client, pool=1)
+    session_id = create(client, connector_id, person(), person())["ProxySessionId"]
+    for other in (
+        make_client(server.url, region_name="us-west-2"),
+        make_client(server.url, aws_access_key_id="210987654321"),
+    ):
+        with not_found(other):
+            other.get_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)
+        with not_found(other):
+            other.list_proxy_sessions(VoiceConnectorId=connector_id)
+        with not_found(other):
+            other.delete_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)
+    assert client.get_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)
+
+
+def test_unknown_status_filter(client: Any, seven: tuple[str, list[str]]) -> None:
+    with bad_request(client, "Status"):
+        client.list_proxy_sessions(VoiceConnectorId=seven[0], Status="Expired")
 
 
 # Bad requests the contract names.

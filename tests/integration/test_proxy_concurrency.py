@@ -1,0 +1,227 @@
+"""The routing invariant under concurrent CreateProxySession calls.
+
+Many clients ask at the same instant for sessions that compete for the same proxy numbers;
+the database must arbitrate so that no participant ever gets one proxy number twice while
+active, on one server process and across several.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from sqlalchemy.engine import make_url
+
+from chimeproxy.testing import ChimeProxyServer
+from tests.conftest import IN_CI
+from tests.integration.helpers import proxy_connector
+
+CALLERS = 50
+POOL = 10
+
+_people = itertools.count()
+
+
+def person() -> str:
+    """A fresh participant number, distinct from the other proxy test modules'."""
+    return f"+1617{4_000_000 + next(_people):07d}"
+
+
+_SESSION = boto3.session.Session()
+
+
+def new_client(url: str) -> Any:
+    """A client of its own (own connection pool), made on this thread before the race starts:
+    clients are thread-safe, but creating them from one session is not."""
+    return _SESSION.client(
+        "chime-sdk-voice",
+        region_name="us-east-1",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret",
+        endpoint_url=url,
+        config=Config(retries={"max_attempts": 1}, max_pool_connections=2),
+    )
+
+
+POSTGRES_ADMIN_ENV = "CHIMEPROXY_TEST_POSTGRES"
+POSTGRES_ADMIN_DEFAULT = "postgresql://postgres@/postgres?host=/var/run/postgresql"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A PostgreSQL database of our own (made and dropped here); skips when none is reachable."""
+    psycopg = pytest.importorskip("psycopg")
+    admin_url = make_url(os.environ.get(POSTGRES_ADMIN_ENV, POSTGRES_ADMIN_DEFAULT))
+    conninfo = admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL is not reachable ({POSTGRES_ADMIN_ENV}): {exc}")
+    name = f"chimeproxy_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield admin_url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(
+    scope="module",
+    params=[("sqlite", 1), ("sqlite", 2), ("postgresql", 2)],
+    ids=["sqlite-one-process", "sqlite-two-processes", "postgresql-two-processes"],
+)
+def busy_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChimeProxyServer]:
+    """A server of its own over SQLite (one process, or two sharing the database file) or
+    PostgreSQL (two processes, where writers really run at the same time)."""
+    engine, workers = request.param
+    directory: Path = tmp_path_factory.mktemp(f"{engine}{workers}")
+    with ExitStack() as stack:
+        if engine == "postgresql":
+            database = stack.enter_context(postgres_database())
+        else:
+            database = f"sqlite:///{directory / 'db'}"
+        server = ChimeProxyServer(
+            database=database,
+            extra_args=["--workers", str(workers)],
+            log_path=directory / "log",
+        ).start()
+        stack.callback(server.stop)
+        yield server
+        log = server.log()
+        assert "Traceback" not in log, log
+
+
+def race(
+    url: str, calls: list[Callable[[Any], dict[str, Any]]]
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Run each call on its own client, all released at once; (sessions, errors)."""
+    clients = [new_client(url) for _ in calls]
+    start = threading.Barrier(len(calls))
+
+    def run(index: int) -> tuple[str, Any]:
+        client = clients[index]
+        start.wait()
+        try:
+            return "ok", calls[index](client)
+        except client.exceptions.BadRequestException as error:
+            return "refused", error
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        results = list(pool.map(run, range(len(calls))))
+    sessions = [value["ProxySession"] for kind, value in results if kind == "ok"]
+    errors = [value for kind, value in results if kind == "refused"]
+    assert len(sessions) + len(errors) == len(calls)
+    return sessions, errors
+
+
+def proxy_number(session: dict[str, Any]) -> str:
+    numbers = {p["ProxyPhoneNumber"] for p in session["Participants"]}
+    assert len(numbers) == 1
+    return numbers.pop()
+
+
+def listed(client: Any, connector_id: str, **filters: Any) -> list[dict[str, Any]]:
+    sessions: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = client.list_proxy_sessions(
+            VoiceConnectorId=connector_id, **filters, **({"NextToken": token} if token else {})
+        )
+        sessions += page["ProxySessions"]
+        token = page.get("NextToken")
+        if not token:
+            return sessions
+
+
+def assert_exhausted(errors: list[Any]) -> None:
+    for error in errors:
+        message = error.response["Error"]["Message"]
+        assert "pool is exhausted for these participants" in message, message
+
+
+def test_one_participant_fifty_partners_pool_of_ten(busy_server: ChimeProxyServer) -> None:
+    client = new_client(busy_server.url)
+    connector_id, numbers = proxy_connector(client, pool=POOL)
+    a = person()
+    partners = [person() for _ in range(CALLERS)]
+
+    def call(partner: str) -> Callable[[Any], dict[str, Any]]:
+        return lambda c: c.create_proxy_session(
+            VoiceConnectorId=connector_id,
+            ParticipantPhoneNumbers=[a, partner],
+            Capabilities=["Voice"],
+        )
+
+    sessions, errors = race(busy_server.url, [call(p) for p in partners])
+    assert len(sessions) == POOL
+    assert len(errors) == CALLERS - POOL
+    assert_exhausted(errors)
+    given = [proxy_number(s) for s in sessions]
+    assert sorted(given) == sorted(numbers)  # each number exactly once
+    assert all(s["Participants"][0]["PhoneNumber"] == a for s in sessions)
+
+    on_server = listed(client, connector_id)
+    assert sorted(s["ProxySessionId"] for s in on_server) == sorted(
+        s["ProxySessionId"] for s in sessions
+    )
+    assert len(listed(client, connector_id, Status="Open")) == POOL
+    assert sorted(proxy_number(s) for s in on_server) == sorted(numbers)
+
+
+def test_one_pair_twenty_times_pool_of_ten(busy_server: ChimeProxyServer) -> None:
+    client = new_client(busy_server.url)
+    connector_id, numbers = proxy_connector(client, pool=POOL)
+    a, b = person(), person()
+
+    def call(pair: list[str]) -> Callable[[Any], dict[str, Any]]:
+        return lambda c: c.create_proxy_session(
+            VoiceConnectorId=connector_id, ParticipantPhoneNumbers=pair, Capabilities=["Voice"]
+        )
+
+    # Half in each order, so that writers claim the same two routes in opposite orders.
+    sessions, errors = race(busy_server.url, [call([a, b]), call([b, a])] * 10)
+    assert len(sessions) == POOL
+    assert_exhausted(errors)
+    assert sorted(proxy_number(s) for s in sessions) == sorted(numbers)
+
+
+def test_crossing_pairs_keep_the_invariant(busy_server: ChimeProxyServer) -> None:
+    """Six people, every pair at once, pool of three: no person twice on one number."""
+    client = new_client(busy_server.url)
+    connector_id, _ = proxy_connector(client, pool=3)
+    people = [person() for _ in range(6)]
+    pairs = list(itertools.combinations(people, 2)) * 2
+
+    def call(pair: tuple[str, str]) -> Callable[[Any], dict[str, Any]]:
+        return lambda c: c.create_proxy_session(
+            VoiceConnectorId=connector_id,
+            ParticipantPhoneNumbers=list(pair),
+            Capabilities=["Voice"],
+        )
+
+    sessions, errors = race(busy_server.url, [call(p) for p in pairs])
+    assert_exhausted(errors)
+    assert sessions
+    routes = [
+        (p["PhoneNumber"], p["ProxyPhoneNumber"]) for s in sessions for p in s["Participants"]
+    ]
+    assert len(routes) == len(set(routes))
+    # Every person has at most one session per number, so at most three sessions.
+    for someone in people:
+        assert sum(someone == r[0] for r in routes) <= 3
+    assert len(listed(client, connector_id)) == len(sessions)
