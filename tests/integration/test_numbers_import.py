@@ -57,18 +57,29 @@ def search_everything(client: Any, **filters: Any) -> list[str]:
             return found
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[ChimeProxyServer]:
-    """A server of this test's own, started before any import (so on the built-in catalog)."""
-    server = ChimeProxyServer(database=database_url(tmp_path), log_path=tmp_path / "server.log")
+def own_server(directory: Path) -> Iterator[ChimeProxyServer]:
+    server = ChimeProxyServer(database=database_url(directory), log_path=directory / "server.log")
     server.start()
     yield server
     server.stop()
 
 
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[ChimeProxyServer]:
+    """A server of this test's own, started before any import (so on the built-in catalog)."""
+    yield from own_server(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
+    """A server the other tests share; each imports the catalog it needs first."""
+    yield from own_server(tmp_path_factory.mktemp("import"))
+
+
 def test_running_server_offers_exactly_the_imported_numbers(
-    running: ChimeProxyServer, tmp_path: Path
+    fresh: ChimeProxyServer, tmp_path: Path
 ) -> None:
+    running = fresh
     client = make_client(running.url)
     builtin = client.search_available_phone_numbers(Country="US", AreaCode="206", MaxResults=5)
     assert builtin["E164PhoneNumbers"][0] == "+12065550100"
@@ -80,9 +91,7 @@ def test_running_server_offers_exactly_the_imported_numbers(
     assert search_everything(client, Country="US") == US_NUMBERS
     assert search_everything(client, Country="GB") == ["+442079460123"]
     assert search_everything(client, Country="US", AreaCode="206") == US_NUMBERS[:2]
-    assert search_everything(client, Country="US", City="chicago", State="IL") == [
-        "+13125550177"
-    ]
+    assert search_everything(client, Country="US", City="chicago", State="IL") == ["+13125550177"]
     assert search_everything(client, TollFreePrefix="888") == ["+18885550123"]
     assert search_everything(client, Country="US", PhoneNumberType="Local") == US_NUMBERS[:3]
     assert search_everything(client, Country="FR") == []
@@ -106,9 +115,7 @@ def test_running_server_offers_exactly_the_imported_numbers(
     assert owned["Status"] == "Unassigned"
     assert owned["Capabilities"]["InboundCall"] is True
     assert owned["Capabilities"]["InboundSMS"] is False
-    assert search_everything(client, Country="US") == [
-        n for n in US_NUMBERS if n != "+12065550124"
-    ]
+    assert search_everything(client, Country="US") == [n for n in US_NUMBERS if n != "+12065550124"]
 
     # A later import replaces the catalog; numbers already owned stay owned and unoffered.
     again = write_csv(
@@ -165,7 +172,11 @@ def test_bad_row_fails_naming_its_line_and_keeps_the_catalog(
     assert search_everything(make_client(running.url), Country="US") == US_NUMBERS[:2]
 
 
-def test_bad_header_and_missing_file_fail_cleanly(running: ChimeProxyServer, tmp_path: Path) -> None:
+def test_bad_header_and_missing_file_fail_cleanly(
+    running: ChimeProxyServer, tmp_path: Path
+) -> None:
+    good = write_csv(tmp_path / "good.csv", CATALOG_ROWS[:2])
+    assert run_import(good, running.database).returncode == 0
     result = run_import(
         write_csv(tmp_path / "h.csv", ["+12065550123,US,Local"], header="e164,country,type"),
         running.database,
@@ -177,11 +188,8 @@ def test_bad_header_and_missing_file_fail_cleanly(running: ChimeProxyServer, tmp
     assert result.returncode != 0
     assert "nowhere.csv" in result.stderr
     assert "Traceback" not in result.stderr
-    # The built-in catalog is still in force.
-    offered = make_client(running.url).search_available_phone_numbers(
-        Country="US", AreaCode="206", MaxResults=1
-    )
-    assert offered["E164PhoneNumbers"] == ["+12065550100"]
+    # The catalog imported before is still in force.
+    assert search_everything(make_client(running.url), Country="US") == US_NUMBERS[:2]
 
 
 def test_import_into_a_new_database_before_the_first_start(tmp_path: Path) -> None:

@@ -4,16 +4,20 @@ with voice connectors, the deletion queue and its purge, and isolation between a
 from __future__ import annotations
 
 import itertools
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.config import Config
 
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import database_url, make_client
+from tests.conftest import IN_CI, database_url, make_client
 from tests.integration.helpers import make_connector, order_numbers, proxy_connector
 
 NANP_TOLL_FREE = {"800", "833", "844", "855", "866", "877", "888"}
@@ -101,8 +105,6 @@ def test_supported_countries_include_us_local_and_toll_free(client: Any) -> None
 
 
 def test_supported_countries_need_a_product_type(server: ChimeProxyServer) -> None:
-    from botocore.config import Config
-
     unchecked = make_client(server.url, config=Config(parameter_validation=False))
     with pytest.raises(unchecked.exceptions.BadRequestException):
         unchecked.list_supported_phone_number_countries()
@@ -132,9 +134,12 @@ def test_search_by_city_and_state(client: Any) -> None:
     numbers, _ = search_all(client, 100, Country="US", City="Seattle", State="WA")
     assert numbers
     assert all(n.startswith("+1206") for n in numbers)
-    assert client.search_available_phone_numbers(Country="US", City="Seattle", State="TX")[
-        "E164PhoneNumbers"
-    ] == []
+    assert (
+        client.search_available_phone_numbers(Country="US", City="Seattle", State="TX")[
+            "E164PhoneNumbers"
+        ]
+        == []
+    )
 
 
 def test_search_by_city_without_state_is_a_bad_request(client: Any) -> None:
@@ -147,9 +152,12 @@ def test_search_by_toll_free_prefix(client: Any) -> None:
     numbers, _ = search_all(client, 500, TollFreePrefix="844")
     assert len(numbers) == 100
     assert all(n.startswith("+1844") for n in numbers)
-    assert all(n.startswith("+1844") for n in client.search_available_phone_numbers(
-        Country="US", TollFreePrefix="844", MaxResults=20
-    )["E164PhoneNumbers"])
+    assert all(
+        n.startswith("+1844")
+        for n in client.search_available_phone_numbers(
+            Country="US", TollFreePrefix="844", MaxResults=20
+        )["E164PhoneNumbers"]
+    )
 
 
 def test_search_by_type(client: Any) -> None:
@@ -242,9 +250,12 @@ def test_order_successful(server: ChimeProxyServer) -> None:
     assert order["OrderedPhoneNumbers"] == [
         {"E164PhoneNumber": n, "Status": "Acquired"} for n in wanted
     ]
-    assert buyer.get_phone_number_order(PhoneNumberOrderId=order["PhoneNumberOrderId"])[
-        "PhoneNumberOrder"
-    ] == order
+    assert (
+        buyer.get_phone_number_order(PhoneNumberOrderId=order["PhoneNumberOrderId"])[
+            "PhoneNumberOrder"
+        ]
+        == order
+    )
     for number in wanted:
         owned = phone(buyer, number)
         assert owned["Status"] == "Unassigned"
@@ -299,9 +310,9 @@ def test_order_failed_when_nothing_is_available(server: ChimeProxyServer) -> Non
     assert second.list_phone_numbers()["PhoneNumbers"] == []
     # A failed order is still an order on record.
     assert second.get_phone_number_order(PhoneNumberOrderId=order["PhoneNumberOrderId"])
-    assert [o["PhoneNumberOrderId"] for o in second.list_phone_number_orders()[
-        "PhoneNumberOrders"
-    ]] == [order["PhoneNumberOrderId"]]
+    assert [
+        o["PhoneNumberOrderId"] for o in second.list_phone_number_orders()["PhoneNumberOrders"]
+    ] == [order["PhoneNumberOrderId"]]
 
 
 def test_order_accepts_numbers_without_plus_and_ignores_repeats(server: ChimeProxyServer) -> None:
@@ -346,6 +357,8 @@ def test_list_orders_pages_in_creation_order(server: ChimeProxyServer, page_size
         token = page.get("NextToken")
         if not token:
             break
+    # Creation order, except that orders placed within one millisecond go by id.
+    created.sort(key=lambda o: (o["CreatedTimestamp"], o["PhoneNumberOrderId"]))
     assert listed == created
     with pytest.raises(buyer.exceptions.BadRequestException):
         buyer.list_phone_number_orders(NextToken="forged")
@@ -394,7 +407,9 @@ def test_list_phone_numbers_filters_and_pages(server: ChimeProxyServer) -> None:
     owner = fresh_client(server)
     numbers = order_numbers(owner, 6)
     dial_in = owner.search_available_phone_numbers(Country="US", MaxResults=1)["E164PhoneNumbers"]
-    owner.create_phone_number_order(ProductType="SipMediaApplicationDialIn", E164PhoneNumbers=dial_in)
+    owner.create_phone_number_order(
+        ProductType="SipMediaApplicationDialIn", E164PhoneNumbers=dial_in
+    )
     first, second = make_connector(owner), make_connector(owner)
     assert associate(owner, first, numbers[:2]) == []
     assert associate(owner, second, numbers[2:3]) == []
@@ -463,6 +478,10 @@ def test_delete_queues_the_number_and_restore_brings_it_back(
     assert queued["Status"] == "DeleteInProgress"
     assert queued["DeletionTimestamp"] is not None
     assert queued["DeletionTimestamp"] == queued["UpdatedTimestamp"]
+    # Deleting again changes nothing: the number keeps its place in the queue.
+    server.advance(2)
+    client.delete_phone_number(PhoneNumberId=number)
+    assert phone(client, number) == queued
     # Still owned while queued: nobody else may order it.
     order = fresh_client(server).create_phone_number_order(
         ProductType="VoiceConnector", E164PhoneNumbers=[number]
@@ -626,9 +645,9 @@ def test_numbers_and_orders_are_invisible_to_other_accounts_and_regions(
     number = owner.search_available_phone_numbers(Country="US", AreaCode="702", MaxResults=1)[
         "E164PhoneNumbers"
     ][0]
-    order = owner.create_phone_number_order(ProductType="VoiceConnector", E164PhoneNumbers=[number])[
-        "PhoneNumberOrder"
-    ]
+    order = owner.create_phone_number_order(
+        ProductType="VoiceConnector", E164PhoneNumbers=[number]
+    )["PhoneNumberOrder"]
     order_id = order["PhoneNumberOrderId"]
     outsiders = [
         make_client(server.url, aws_access_key_id="222222222222", region_name="us-east-1"),
@@ -678,7 +697,7 @@ def sweeping_server(tmp_path: Path) -> Iterator[ChimeProxyServer]:
     running.stop()
 
 
-def wait_until_gone(client: Any, number: str, timeout: float = 10.0) -> None:
+def wait_until_gone(client: Any, number: str, timeout: float = 20.0) -> None:
     """Poll GetPhoneNumber until the sweeper has purged the number."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -723,3 +742,135 @@ def test_deleted_numbers_are_released_after_seven_days(sweeping_server: ChimePro
     sweeping_server.advance(30 * 86400)
     time.sleep(0.6)
     assert phone(owner, recent)["Status"] == "Unassigned"
+
+
+# Races on PostgreSQL, where writers do not queue up as they do on SQLite.
+
+POSTGRES_ADMIN_ENV = "CHIMEPROXY_TEST_POSTGRES"
+POSTGRES_ADMIN_DEFAULT = "postgresql://postgres@/postgres?host=/var/run/postgresql"
+
+
+@pytest.fixture
+def postgres_server(tmp_path: Path) -> Iterator[ChimeProxyServer]:
+    """A server over a PostgreSQL database of this test's own (made and dropped here)."""
+    import os
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    psycopg = pytest.importorskip("psycopg")
+    admin_url = make_url(os.environ.get(POSTGRES_ADMIN_ENV, POSTGRES_ADMIN_DEFAULT))
+    name = f"chimeproxy_test_{uuid.uuid4().hex[:12]}"
+    conninfo = admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL is not reachable ({POSTGRES_ADMIN_ENV}): {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        running = ChimeProxyServer(
+            database=admin_url.set(database=name).render_as_string(hide_password=False),
+            log_path=tmp_path / "server.log",
+        )
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def strict_client(server: ChimeProxyServer, account: str) -> Any:
+    """A client that never retries, so a 500 cannot hide behind a successful second try."""
+    return make_client(
+        server.url, aws_access_key_id=account, config=Config(retries={"total_max_attempts": 1})
+    )
+
+
+def at_once(work: list[Callable[[], Any]]) -> list[Any]:
+    """Run every callable at the same moment in its own thread; their results or exceptions."""
+    barrier = threading.Barrier(len(work))
+
+    def start(job: Callable[[], Any]) -> Any:
+        barrier.wait()
+        try:
+            return job()
+        except Exception as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(work)) as pool:
+        return list(pool.map(start, work))
+
+
+def test_concurrent_orders_sell_each_number_once(postgres_server: ChimeProxyServer) -> None:
+    buyers = [strict_client(postgres_server, str(700000000000 + i)) for i in range(6)]
+    for _ in range(5):
+        wanted = buyers[0].search_available_phone_numbers(
+            Country="US", AreaCode="415", MaxResults=3
+        )["E164PhoneNumbers"]
+        orders = at_once(
+            [
+                partial(
+                    b.create_phone_number_order,
+                    ProductType="VoiceConnector",
+                    E164PhoneNumbers=wanted,
+                )
+                for b in buyers
+            ]
+        )
+        errors = [o for o in orders if isinstance(o, Exception)]
+        assert errors == []
+        statuses = sorted(o["PhoneNumberOrder"]["Status"] for o in orders)
+        assert statuses == ["Failed"] * 5 + ["Successful"]
+
+
+def test_concurrent_associations_give_a_number_one_connector(
+    postgres_server: ChimeProxyServer,
+) -> None:
+    owner = strict_client(postgres_server, "710000000000")
+    for _ in range(8):
+        numbers = order_numbers(owner, 2, AreaCode="617")
+        connectors = [make_connector(owner) for _ in range(5)]
+        results = at_once([partial(associate, owner, c, numbers) for c in connectors])
+        assert not [r for r in results if isinstance(r, Exception)]
+        successes = sum(len(numbers) - len(errors) for errors in results)
+        assert successes == len(numbers)
+        for number in numbers:
+            disassociate(owner, connector_of(owner, number), [number])
+
+
+@pytest.mark.xfail(
+    reason="store/proxy.py: CreateProxySession does not recheck, under a row lock, that the "
+    "chosen number is still associated (see the report); not a phone-number handler bug",
+    strict=False,
+)
+def test_disassociation_racing_session_creation_never_strands_a_session(
+    postgres_server: ChimeProxyServer,
+) -> None:
+    owner = strict_client(postgres_server, "720000000000")
+    for _ in range(10):
+        connector_id, numbers = proxy_connector(owner, pool=1, AreaCode="718")
+        created, detached = at_once(
+            [
+                partial(
+                    owner.create_proxy_session,
+                    VoiceConnectorId=connector_id,
+                    ParticipantPhoneNumbers=PARTICIPANTS,
+                    Capabilities=["Voice"],
+                ),
+                partial(disassociate, owner, connector_id, numbers),
+            ]
+        )
+        assert not isinstance(detached, Exception)
+        if isinstance(created, Exception):
+            assert isinstance(created, owner.exceptions.BadRequestException)
+            assert detached == []
+            continue
+        # The session won: its number must still be on the connector.
+        assert [e["PhoneNumberId"] for e in detached] == numbers
+        assert connector_of(owner, numbers[0]) == connector_id
+        owner.delete_proxy_session(
+            VoiceConnectorId=connector_id, ProxySessionId=created["ProxySession"]["ProxySessionId"]
+        )

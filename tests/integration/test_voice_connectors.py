@@ -28,9 +28,7 @@ _accounts = itertools.count(300000000000)
 
 def fresh_client(server: ChimeProxyServer, region: str = "us-east-1") -> Any:
     """A client for an account no other test uses, so listings hold only this test's items."""
-    return make_client(
-        server.url, aws_access_key_id=str(next(_accounts)), region_name=region
-    )
+    return make_client(server.url, aws_access_key_id=str(next(_accounts)), region_name=region)
 
 
 def server_now(server: ChimeProxyServer) -> datetime:
@@ -42,6 +40,19 @@ def error_of(info: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
     """HTTP status and error type (`x-amzn-ErrorType`) of a boto3 ClientError."""
     response = info.value.response
     return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
+
+
+def create_connectors(client: Any, count: int, prefix: str = "listed") -> list[str]:
+    """Create `count` connectors; their ids in listing order (CreatedTimestamp, then id), which
+    is creation order except among connectors created within the same millisecond."""
+    created = [
+        client.create_voice_connector(Name=f"{prefix} {i}", RequireEncryption=False)[
+            "VoiceConnector"
+        ]
+        for i in range(count)
+    ]
+    created.sort(key=lambda c: (c["CreatedTimestamp"], c["VoiceConnectorId"]))
+    return [c["VoiceConnectorId"] for c in created]
 
 
 def list_all(client: Any, page_size: int) -> tuple[list[str], int]:
@@ -72,7 +83,9 @@ def test_create_answers_the_hosted_shapes(server: ChimeProxyServer, client: Any)
     connector = answer["VoiceConnector"]
     connector_id = connector["VoiceConnectorId"]
     assert ID_RE.fullmatch(connector_id)
-    assert connector["VoiceConnectorArn"] == f"arn:aws:chime:us-east-1:123456789012:vc/{connector_id}"
+    assert (
+        connector["VoiceConnectorArn"] == f"arn:aws:chime:us-east-1:123456789012:vc/{connector_id}"
+    )
     assert connector["OutboundHostName"] == f"{connector_id}.voiceconnector.chime.aws"
     assert connector["AwsRegion"] == "us-east-1"
     assert connector["Name"] == "shape check"
@@ -94,9 +107,7 @@ def test_ids_are_unique(client: Any) -> None:
 
 def test_arn_and_region_follow_the_caller(server: ChimeProxyServer) -> None:
     west = make_client(server.url, aws_access_key_id=OWNER, region_name="us-west-2")
-    connector = west.create_voice_connector(Name="west", RequireEncryption=False)[
-        "VoiceConnector"
-    ]
+    connector = west.create_voice_connector(Name="west", RequireEncryption=False)["VoiceConnector"]
     connector_id = connector["VoiceConnectorId"]
     assert connector["VoiceConnectorArn"] == f"arn:aws:chime:us-west-2:{OWNER}:vc/{connector_id}"
     assert connector["AwsRegion"] == "us-west-2"
@@ -184,7 +195,7 @@ def test_list_pages_through_everything_once_in_creation_order(
     server: ChimeProxyServer, page_size: int
 ) -> None:
     caller = fresh_client(server)
-    created = [make_connector(caller) for _ in range(7)]
+    created = create_connectors(caller, 7)
     ids, pages = list_all(caller, page_size)
     assert ids == created
     assert pages == -(-len(created) // page_size)
@@ -192,7 +203,7 @@ def test_list_pages_through_everything_once_in_creation_order(
 
 def test_list_without_max_results_returns_all(server: ChimeProxyServer) -> None:
     caller = fresh_client(server)
-    created = [make_connector(caller) for _ in range(4)]
+    created = create_connectors(caller, 4)
     page = caller.list_voice_connectors()
     assert [c["VoiceConnectorId"] for c in page["VoiceConnectors"]] == created
     assert "NextToken" not in page or page["NextToken"] is None
@@ -204,10 +215,11 @@ def test_list_of_new_account_is_empty(server: ChimeProxyServer) -> None:
 
 def test_list_pagination_survives_inserts_between_pages(server: ChimeProxyServer) -> None:
     caller = fresh_client(server)
-    created = [make_connector(caller) for _ in range(4)]
+    created = create_connectors(caller, 4)
     first = caller.list_voice_connectors(MaxResults=2)
+    server.advance(1)  # strictly after every connector of the first page
     later = make_connector(caller)
-    rest, _ = [], None
+    rest: list[str] = []
     token = first["NextToken"]
     while token:
         page = caller.list_voice_connectors(MaxResults=2, NextToken=token)
@@ -439,7 +451,7 @@ def own_server(tmp_path: Path) -> Iterator[ChimeProxyServer]:
 
 def test_everything_survives_a_restart(own_server: ChimeProxyServer) -> None:
     before = make_client(own_server.url, aws_access_key_id=OWNER)
-    kept = [make_connector(before, f"kept {i}") for i in range(3)]
+    kept = create_connectors(before, 3, "kept")
     before.update_voice_connector(VoiceConnectorId=kept[0], Name="renamed", RequireEncryption=True)
     deleted = make_connector(before, "deleted")
     before.delete_voice_connector(VoiceConnectorId=deleted)
@@ -449,9 +461,7 @@ def test_everything_survives_a_restart(own_server: ChimeProxyServer) -> None:
     )
     before.update_phone_number(PhoneNumberId=numbers[2], CallingName="Acme Corp")
     before.delete_phone_number(PhoneNumberId=numbers[2])
-    connectors = {
-        i: before.get_voice_connector(VoiceConnectorId=i)["VoiceConnector"] for i in kept
-    }
+    connectors = {i: before.get_voice_connector(VoiceConnectorId=i)["VoiceConnector"] for i in kept}
     phones = {n: before.get_phone_number(PhoneNumberId=n)["PhoneNumber"] for n in numbers}
     orders = before.list_phone_number_orders()["PhoneNumberOrders"]
     token = before.list_voice_connectors(MaxResults=1)["NextToken"]
@@ -461,7 +471,9 @@ def test_everything_survives_a_restart(own_server: ChimeProxyServer) -> None:
 
     after = make_client(own_server.url, aws_access_key_id=OWNER)
     for connector_id, connector in connectors.items():
-        assert after.get_voice_connector(VoiceConnectorId=connector_id)["VoiceConnector"] == connector
+        assert (
+            after.get_voice_connector(VoiceConnectorId=connector_id)["VoiceConnector"] == connector
+        )
     assert connectors[kept[0]]["Name"] == "renamed"
     with pytest.raises(after.exceptions.NotFoundException):
         after.get_voice_connector(VoiceConnectorId=deleted)

@@ -148,9 +148,13 @@ def create_phone_number_order(context: Context, params: dict[str, Any]) -> Outpu
     if not requested:
         raise BadRequestException("Invalid value for E164PhoneNumbers: must not be empty.")
     catalog = context.services.catalog()
-    now = context.services.clock.now_ms()
-    order_id = ids.uuid_id()
-    with context.services.db.write() as connection:
+    services = context.services
+
+    def place(connection: Connection) -> dict[str, Any]:
+        # A concurrent order that took one of these numbers first makes the unique constraint
+        # fail the insert; the whole order then runs again and reports that number Failed.
+        now = services.clock.now_ms()
+        order_id = ids.uuid_id()
         owned = phone_numbers.owned_among(connection, requested)
         results: list[tuple[str, str]] = []
         rows = []
@@ -192,6 +196,9 @@ def create_phone_number_order(context: Context, params: dict[str, Any]) -> Outpu
             "updated_at": now,
         }
         phone_numbers.insert_order(connection, order)
+        return order
+
+    order = services.db.write_retrying(place)
     return {"PhoneNumberOrder": order_shape(order)}  # type: ignore[arg-type]
 
 
@@ -321,7 +328,9 @@ def associate_phone_numbers(context: Context, params: dict[str, Any]) -> Output:
     with context.services.db.write() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
         requested = [_normalized(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"]]
-        rows = phone_numbers.find_many(connection, context.account, context.region, requested)
+        rows = phone_numbers.find_many(
+            connection, context.account, context.region, requested, for_update=True
+        )
         for e164 in dict.fromkeys(requested):
             row = rows.get(e164)
             if row is None:
@@ -376,7 +385,9 @@ def disassociate_phone_numbers(context: Context, params: dict[str, Any]) -> Outp
     with context.services.db.write() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
         requested = [_normalized(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"]]
-        rows = phone_numbers.find_many(connection, context.account, context.region, requested)
+        rows = phone_numbers.find_many(
+            connection, context.account, context.region, requested, for_update=True
+        )
         for e164 in dict.fromkeys(requested):
             row = rows.get(e164)
             if row is None or row["voice_connector_pk"] != connector["pk"]:

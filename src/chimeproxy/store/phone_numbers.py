@@ -43,11 +43,22 @@ def find(connection: Connection, account: str, region: str, e164: str) -> RowMap
 
 
 def find_many(
-    connection: Connection, account: str, region: str, numbers: Iterable[str]
+    connection: Connection,
+    account: str,
+    region: str,
+    numbers: Iterable[str],
+    *,
+    for_update: bool = False,
 ) -> dict[str, RowMapping]:
+    """The caller's rows among `numbers`. With `for_update`, the rows stay locked until the
+    transaction ends (PostgreSQL; SQLite writers are serialized anyway), so that concurrent
+    association changes of one number queue up and each sees the one before it."""
     query = _with_connector().where(
-        pn.account == account, pn.region == region, pn.e164.in_(list(numbers))
+        pn.account == account, pn.region == region, pn.e164.in_(sorted(set(numbers)))
     )
+    if for_update:
+        # Only the number rows: the connector is the nullable side of an outer join.
+        query = query.with_for_update(of=phone_numbers).order_by(pn.e164)
     return {row["e164"]: row for row in connection.execute(query).mappings()}
 
 
