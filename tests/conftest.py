@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -12,7 +13,14 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chimeproxy.testing import ChimeProxyServer
+from chimeproxy.testing import (
+    ChimeProxyServer,
+    backend_under_test,
+    drop_test_database,
+    drop_test_databases,
+    fresh_database_url,
+    postgres_unavailable,
+)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -27,21 +35,43 @@ def require_tool(name: str) -> str:
     return path
 
 
+# The backend the suite runs on: scripts/test.sh runs it once on each (CHIMEPROXY_TEST_DATABASE).
+BACKEND = backend_under_test()
+
+
+@functools.cache
+def _postgres_unavailable() -> str | None:
+    return postgres_unavailable()
+
+
 def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'chimeproxy.db'}"
+    """A fresh database for one server: a SQLite file in `tmp_path`, or with
+    CHIMEPROXY_TEST_DATABASE=postgresql a new PostgreSQL database (dropped at the end of the
+    run, or earlier with `drop_test_database`). No PostgreSQL: a skip, but a failure in CI."""
+    if BACKEND == "postgresql" and (reason := _postgres_unavailable()):
+        if IN_CI:
+            pytest.fail(f"the PostgreSQL pass needs a server in CI: {reason}")
+        pytest.skip(f"PostgreSQL pass: {reason}")
+    return fresh_database_url(tmp_path)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    drop_test_databases()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
     """One server per test module; tests keep apart by using their own voice connectors."""
     directory = tmp_path_factory.mktemp("server")
+    database = database_url(directory)
     running = ChimeProxyServer(
-        database=database_url(directory),
+        database=database,
         extra_args=["--clock-control"],
         log_path=directory / "server.log",
     ).start()
     yield running
     running.stop()
+    drop_test_database(database)
 
 
 def make_client(url: str, **overrides: Any) -> Any:
@@ -50,7 +80,7 @@ def make_client(url: str, **overrides: Any) -> Any:
         "aws_access_key_id": "AKIDEXAMPLE",
         "aws_secret_access_key": "secret",
         "endpoint_url": url,
-        "config": Config(retries={"max_attempts": 1}),
+        "config": Config(retries={"total_max_attempts": 1}),
     } | overrides
     return boto3.client("chime-sdk-voice", **options)
 

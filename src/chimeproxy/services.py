@@ -26,8 +26,9 @@ class Services:
         with self.db.read() as connection:
             current = catalog_store.revision(connection)
             if self._catalog is None or self._catalog[0] != current:
-                imported = catalog_store.load(connection) if current else None
-                self._catalog = (current, imported or Catalog.builtin())
+                # Once an operator has imported a catalog, even an empty one, only it is offered.
+                catalog = catalog_store.load(connection) if current else Catalog.builtin()
+                self._catalog = (current, catalog)
         return self._catalog[1]
 
     @cached_property

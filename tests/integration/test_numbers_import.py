@@ -202,3 +202,28 @@ def test_import_into_a_new_database_before_the_first_start(tmp_path: Path) -> No
         assert search_everything(client, Country="US") == US_NUMBERS
     finally:
         server.stop()
+
+
+def test_an_empty_import_offers_no_numbers_rather_than_the_fictional_ones(
+    fresh: ChimeProxyServer, tmp_path: Path
+) -> None:
+    client = make_client(fresh.url)
+    assert search_everything(client, Country="US", AreaCode="206")
+    assert run_import(write_csv(tmp_path / "none.csv", []), fresh.database).returncode == 0
+    assert search_everything(client, Country="US", AreaCode="206") == []
+    assert (
+        client.list_supported_phone_number_countries(ProductType="VoiceConnector")[
+            "PhoneNumberCountries"
+        ]
+        == []
+    )
+
+
+def test_a_file_that_is_not_utf8_fails_without_a_traceback(
+    running: ChimeProxyServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(HEADER.encode() + b"\n+12065550123,US,Local,InboundCall,S\xe9attle,WA\n")
+    result = run_import(path, running.database)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr

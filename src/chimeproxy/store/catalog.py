@@ -44,11 +44,9 @@ def revision(connection: Connection) -> str | None:
     )
 
 
-def load(connection: Connection) -> Catalog | None:
-    """The imported catalog, or None when the operator has imported none."""
+def load(connection: Connection) -> Catalog:
+    """The imported catalog (empty when the operator imported a file without numbers)."""
     rows = connection.execute(select(catalog_numbers)).mappings().all()
-    if not rows:
-        return None
     return Catalog(
         CatalogNumber(
             e164=row["e164"],
