@@ -21,8 +21,22 @@ class Settings:
     log_level: str = "info"
     workers: int = 1
     migrate: bool = True
+    sqlite_synchronous: str = "NORMAL"  # FULL: commits also survive power loss (docs/operations.md)
     default_account: str = "123456789012"
     default_region: str = "us-east-1"
+    # Data plane (dataplane/options.py has the flags).
+    route_secret: str | None = None
+    sms_provider: str = "none"  # "none", "webhook" or "aws"
+    sms_webhook_url: str | None = None
+    sms_webhook_secret: str | None = None
+    sms_aws_region: str | None = None
+    sms_aws_endpoint_url: str | None = None
+    sns_topic_arns: str | None = None  # comma-separated
+    sns_trusted_url_prefix: str | None = None
+    store_message_bodies: bool = False
+    events_url: str | None = None
+    events_secret: str | None = None
+    events_queue_size: int = 1000
 
     @property
     def retention_ms(self) -> int:

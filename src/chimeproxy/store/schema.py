@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -151,6 +152,9 @@ proxy_sessions = Table(
     Column("ended_at", BigInteger),
     Index("ix_proxy_sessions_list", "voice_connector_pk", "created_at", "id"),
     Index("ix_proxy_sessions_open", "status", "expires_at"),
+    # The data plane's "did this caller have a (now closed) session on this number" look-up.
+    Index("ix_proxy_sessions_participant_1", "participant_1", "proxy_number"),
+    Index("ix_proxy_sessions_participant_2", "participant_2", "proxy_number"),
 )
 
 # The routing invariant, enforced by the database: one row per participant of each active
@@ -187,4 +191,49 @@ pair_history = Table(
     Column("pair", String(40), primary_key=True),
     Column("proxy_number", String(16), primary_key=True),
     Column("last_used_at", BigInteger, nullable=False),
+)
+
+# Every call and message the data plane routed (or refused on a proxy number): in session
+# (session_pk set; removed with the session) or out of session (session_pk NULL; purged after
+# the retention period). Message bodies only with --store-message-bodies.
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column(
+        "voice_connector_pk",
+        Integer,
+        ForeignKey("voice_connectors.pk", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("session_pk", Integer, ForeignKey("proxy_sessions.pk", ondelete="CASCADE")),
+    Column("kind", String(8), nullable=False),  # "voice" or "sms"
+    Column("action", String(8), nullable=False),  # "connect", "fallback" or "reject"
+    Column("direction", String(8)),  # "a-to-b" or "b-to-a" in session
+    Column("out_of_session", String(24)),  # why not in session: domain.routing.OutOfSession
+    Column("caller", String(32), nullable=False),
+    Column("proxy_number", String(16), nullable=False),
+    Column("target", String(16)),
+    Column("reject_status", Integer),
+    Column("reason", String(256)),
+    Column("call_id", String(256)),
+    Column("outcome", String(32)),
+    Column("duration_seconds", Float),
+    Column("body", Text),
+    Column("started_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger),
+    Index("ix_interactions_session", "session_pk", "started_at", "id"),
+    Index("ix_interactions_connector", "voice_connector_pk", "started_at", "id"),
+    Index("ix_interactions_started", "started_at"),
+)
+
+# Who sent an opt-out keyword (STOP, ...) to which proxy number: messages relayed from that
+# number to them are held back until they send an opt-in keyword (START, ...).
+sms_opt_outs = Table(
+    "sms_opt_outs",
+    metadata,
+    Column("proxy_number", String(16), primary_key=True),
+    Column("phone_number", String(16), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
 )

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete
 
-from chimeproxy.domain.lifecycle import ACTIVE, CLOSED
+from chimeproxy.dataplane import events
+from chimeproxy.domain.lifecycle import CLOSED
 from chimeproxy.services import Services
-from chimeproxy.store import phone_numbers
-from chimeproxy.store.schema import active_routes, proxy_sessions
+from chimeproxy.store import interactions, phone_numbers, proxy
+from chimeproxy.store.schema import proxy_sessions
 
 log = logging.getLogger("chimeproxy.sweeper")
 ps = proxy_sessions.c
@@ -24,15 +26,9 @@ DELETION_QUEUE_MS = 7 * 86_400_000
 
 
 def close_expired(connection: Connection, now: int) -> int:
-    """Record the closing of every session past its expiry and release its routes."""
-    expired = select(ps.pk).where(ps.status.in_(ACTIVE), ps.expires_at <= now)
-    connection.execute(delete(active_routes).where(active_routes.c.session_pk.in_(expired)))
-    result = connection.execute(
-        update(proxy_sessions)
-        .where(ps.status.in_(ACTIVE), ps.expires_at <= now)
-        .values(status=CLOSED, ended_at=ps.expires_at)
-    )
-    return result.rowcount
+    """Record the closing of every session past its expiry and release its routes (the same
+    statements a create uses for its participants, safe to run from many processes at once)."""
+    return proxy.close_expired_sessions(connection, now)
 
 
 def purge_closed(connection: Connection, now: int, retention_ms: int) -> int:
@@ -46,10 +42,21 @@ def sweep(services: Services) -> tuple[int, int]:
     """One pass; answers (sessions closed, closed sessions purged). Also releases the phone
     numbers whose time in the deletion queue is over, and logs how many."""
     now = services.clock.now_ms()
-    with services.db.write() as connection:
-        closed = close_expired(connection, now)
-        purged = purge_closed(connection, now, services.settings.retention_ms)
-        released = phone_numbers.purge_deleted(connection, now - DELETION_QUEUE_MS)
+    closing: list[Any] = []  # "session.closed" events, published once the pass commits
+
+    def one_pass(connection: Connection) -> tuple[int, int, int]:
+        closing[:] = events.expiring_sessions(services, connection, now)
+        interactions.purge_out_of_session(connection, now - services.settings.retention_ms)
+        return (
+            close_expired(connection, now),
+            purge_closed(connection, now, services.settings.retention_ms),
+            phone_numbers.purge_deleted(connection, now - DELETION_QUEUE_MS),
+        )
+
+    # Retried when PostgreSQL resolves a deadlock with a concurrent create or another process's
+    # sweep by rolling this pass back.
+    closed, purged, released = services.db.write_retrying(one_pass)
+    events.announce_closed(services, closing)
     if released:
         log.info("released deleted phone numbers", extra={"released": released})
     return closed, purged

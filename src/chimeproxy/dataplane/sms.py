@@ -1,0 +1,196 @@
+"""The SMS relay: a message that arrived at proxy number P is routed like a call (kind sms) and
+sent on from P through the configured provider.
+
+Keywords (the whole message, case and surrounding spaces/punctuation ignored) are never relayed:
+- opt-out (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, OPTOUT): recorded; from then on no
+  message is relayed from P to the sender, until
+- opt-in (START, UNSTOP): recorded; relaying to the sender resumes;
+- help (HELP, INFO): recorded only; the carrier or End User Messaging answers HELP itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Connection
+
+from chimeproxy.dataplane import events
+from chimeproxy.dataplane.providers import SendError, SmsProvider
+from chimeproxy.dataplane.route import REJECTED, Routed, decide_in, event_shape, record
+from chimeproxy.domain.routing import SMS, Action
+from chimeproxy.store import interactions as store
+
+if TYPE_CHECKING:
+    from chimeproxy.services import Services
+
+log = logging.getLogger("chimeproxy.sms")
+T = TypeVar("T")
+RunDb = Callable[..., Awaitable[Any]]
+
+
+class Keyword(StrEnum):
+    """A keyword message, named by the outcome it is recorded with."""
+
+    OPT_OUT = "opted-out"
+    OPT_IN = "opted-in"
+    HELP = "help"
+
+
+KEYWORDS: dict[str, Keyword] = {
+    **dict.fromkeys(
+        ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT"), Keyword.OPT_OUT
+    ),
+    **dict.fromkeys(("START", "UNSTOP"), Keyword.OPT_IN),
+    **dict.fromkeys(("HELP", "INFO"), Keyword.HELP),
+}
+_NOT_WORD = re.compile(r"[\s\W_]+")
+
+# Outcomes of relayed messages (besides the keyword outcomes and "rejected").
+SENT = "sent"
+FAILED = "failed"
+RECIPIENT_OPTED_OUT = "recipient-opted-out"
+
+
+def keyword(body: str) -> Keyword | None:
+    """The keyword a whole message is, if any ("Stop.", " stop " and "OPT-OUT" count)."""
+    if len(body) > 32:
+        return None
+    return KEYWORDS.get(_NOT_WORD.sub("", body).upper())
+
+
+@dataclass
+class Prepared:
+    routed: Routed
+    outcome: str | None  # set when nothing is to be sent
+    send: tuple[str, str] | None = None  # (from P, to target)
+
+
+def prepare(
+    services: Services, sender: object, to: object, body: str, *, can_send: bool
+) -> Prepared:
+    """Route and record the message in one transaction; say what, if anything, to send."""
+    word = keyword(body)
+    # Retried like route_call when a concurrent delete removes the session mid-way.
+    return services.db.write_retrying(
+        lambda connection: _prepare_in(connection, services, sender, body, to, word, can_send)
+    )
+
+
+def _prepare_in(
+    connection: Connection,
+    services: Services,
+    sender: object,
+    body: str,
+    to: object,
+    word: Keyword | None,
+    can_send: bool,
+) -> Prepared:
+    routed, row = decide_in(connection, services, sender, to, SMS)
+    decision = routed.decision
+    proxy = routed.called
+
+    def save(outcome: str | None = None, reason: str | None = None, *, sending: bool) -> None:
+        # Only a message really handed to the provider starts the session (and is "started"
+        # before it is sent); anything else is over at once.
+        record(
+            connection,
+            services,
+            routed,
+            row,
+            kind=SMS,
+            caller_raw=sender,
+            body=body,
+            outcome=outcome,
+            reason=reason,
+            ended=True,
+            start_session=sending,
+        )
+
+    if word is not None:
+        if routed.connector_pk is not None and proxy is not None and routed.caller is not None:
+            if word is Keyword.OPT_OUT:
+                store.opt_out(connection, proxy, routed.caller, services.clock.now_ms())
+            elif word is Keyword.OPT_IN:
+                store.opt_in(connection, proxy, routed.caller)
+        save(word.value, sending=False)
+        return Prepared(routed, word.value)
+    if decision.action is Action.REJECT:
+        save(sending=False)
+        return Prepared(routed, REJECTED)
+    assert decision.target is not None and proxy is not None
+    if store.is_opted_out(connection, proxy, decision.target):
+        save(RECIPIENT_OPTED_OUT, sending=False)
+        return Prepared(routed, RECIPIENT_OPTED_OUT)
+    if not can_send:
+        save(FAILED, "no SMS provider is configured", sending=False)
+        return Prepared(routed, FAILED)
+    save(sending=True)
+    return Prepared(routed, None, (proxy, decision.target))
+
+
+def finish(services: Services, prepared: Prepared, outcome: str, reason: str | None) -> None:
+    """Store the sending's outcome (the interaction was recorded before sending)."""
+    interaction_id = prepared.routed.interaction_id
+    if interaction_id is None:
+        return
+    with services.db.write() as connection:
+        store.set_outcome(connection, interaction_id, outcome, reason)
+
+
+async def relay(
+    services: Services,
+    provider: SmsProvider | None,
+    run_db: RunDb,
+    sender: object,
+    to: object,
+    body: str,
+) -> Prepared:
+    """Route, record and send one inbound message; the answer carries the outcome."""
+    prepared: Prepared = await run_db(
+        prepare, services, sender, to, body, can_send=provider is not None
+    )
+    routed = prepared.routed
+    if prepared.send is not None:
+        assert provider is not None
+        origination, destination = prepared.send
+        reason = None
+        try:
+            await asyncio.to_thread(provider.send, origination, destination, body)
+            prepared.outcome = SENT
+        except SendError as exc:
+            prepared.outcome, reason = FAILED, str(exc)
+            log.warning(
+                "SMS not sent",
+                extra={"interaction_id": routed.interaction_id, "problem": reason},
+            )
+        await run_db(finish, services, prepared, prepared.outcome, reason)
+        if routed.interaction is not None:
+            routed.interaction = {
+                **routed.interaction,
+                "Outcome": prepared.outcome,
+                "Reason": reason,
+            }
+    if routed.interaction is not None and routed.decision.action is not Action.REJECT:
+        shape = event_shape(routed.interaction, services.settings.store_message_bodies)
+        routed.pending_events.append((events.INTERACTION_ENDED, shape))
+    routed.publish(services)
+    return prepared
+
+
+def answer(prepared: Prepared) -> dict[str, Any]:
+    """The inbound webhooks' answer: what happened to the message (no numbers, no body)."""
+    routed = prepared.routed
+    document: dict[str, Any] = {
+        "action": routed.decision.action.value,
+        "interaction_id": routed.interaction_id,
+        "outcome": prepared.outcome,
+    }
+    if routed.decision.action is Action.REJECT:
+        document |= {"status": routed.decision.status, "reason": routed.decision.reason}
+    return document

@@ -1,0 +1,247 @@
+"""Queries of the data plane: the facts a routing decision needs, interactions, SMS opt-outs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    and_,
+    delete,
+    exists,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from chimeproxy.domain.lifecycle import ACTIVE, CLOSED, IN_PROGRESS, OPEN
+from chimeproxy.domain.routing import ProxyNumber, RouteFacts, SessionFacts
+from chimeproxy.store.schema import (
+    active_routes,
+    interactions,
+    phone_numbers,
+    proxy_configs,
+    proxy_sessions,
+    sms_opt_outs,
+    voice_connectors,
+)
+
+ps = proxy_sessions.c
+ar = active_routes.c
+pc = proxy_configs.c
+pn = phone_numbers.c
+vc = voice_connectors.c
+it = interactions.c
+oo = sms_opt_outs.c
+
+
+# Routing facts.
+
+
+def route_facts(
+    connection: Connection, caller: str | None, called: str, now: int, retention_ms: int
+) -> tuple[RouteFacts, RowMapping | None]:
+    """The facts for (caller, called), and the caller's session row when there is one.
+
+    One indexed query on the common path: the number (unique e164) joined to its connector and
+    proxy configuration, and the caller's route on it (the routing invariant's unique index).
+    Only a caller without a route costs a second query, for a closed session within retention.
+    """
+    route = and_(
+        ar.voice_connector_pk == pn.voice_connector_pk,
+        ar.proxy_number == pn.e164,
+        ar.participant == (caller or ""),  # no caller number: no route
+    )
+    query = (
+        select(
+            pn.voice_connector_pk.label("connector_pk"),
+            vc.id.label("connector_id"),
+            vc.account.label("connector_account"),
+            vc.region.label("connector_region"),
+            pc.fallback_number,
+            proxy_sessions,
+        )
+        .select_from(
+            phone_numbers.join(voice_connectors, vc.pk == pn.voice_connector_pk)
+            .join(proxy_configs, pc.voice_connector_pk == pn.voice_connector_pk)
+            .outerjoin(active_routes, route)
+            .outerjoin(proxy_sessions, ps.pk == ar.session_pk)
+        )
+        .where(pn.e164 == called, pn.status == "Assigned")
+    )
+    row = connection.execute(query).mappings().first()
+    if row is None:
+        return RouteFacts(proxy=None), None
+    proxy = ProxyNumber(row["connector_pk"], row["connector_id"], row["fallback_number"])
+    if row["pk"] is None:
+        closed = caller is not None and had_closed_session(
+            connection, row["connector_pk"], caller, called, now, retention_ms
+        )
+        return RouteFacts(proxy=proxy, had_closed_session=closed), row
+    session = SessionFacts(
+        pk=row["pk"],
+        id=row["id"],
+        participant_1=row["participant_1"],
+        participant_2=row["participant_2"],
+        capabilities=frozenset(row["capabilities"].split(",")),
+        status=row["status"],
+        expires_at=row["expires_at"],
+    )
+    return RouteFacts(proxy=proxy, session=session), row
+
+
+def had_closed_session(
+    connection: Connection, connector_pk: int, caller: str, called: str, now: int, retention_ms: int
+) -> bool:
+    """Whether the caller had a session on this number that is closed now but not yet purged."""
+    horizon = now - retention_ms
+    closed = or_(
+        and_(ps.status == CLOSED, ps.ended_at > horizon),
+        and_(ps.status.in_(ACTIVE), ps.expires_at <= now, ps.expires_at > horizon),
+    )
+    query = select(
+        exists().where(
+            ps.voice_connector_pk == connector_pk,
+            ps.proxy_number == called,
+            or_(ps.participant_1 == caller, ps.participant_2 == caller),
+            closed,
+        )
+    )
+    return bool(connection.scalar(query))
+
+
+def mark_in_progress(connection: Connection, session_pk: int, now: int) -> bool:
+    """Open -> InProgress, unless another contact got there first or the session expired."""
+    result = connection.execute(
+        update(proxy_sessions)
+        .where(ps.pk == session_pk, ps.status == OPEN, ps.expires_at > now)
+        .values(status=IN_PROGRESS)
+    )
+    return result.rowcount == 1
+
+
+# Interactions.
+
+
+def insert_interaction(connection: Connection, values: dict[str, Any]) -> None:
+    connection.execute(interactions.insert().values(**values))
+
+
+def find_interaction(connection: Connection, interaction_id: str) -> RowMapping | None:
+    query = (
+        select(
+            interactions,
+            vc.id.label("connector_id"),
+            vc.account.label("connector_account"),
+            vc.region.label("connector_region"),
+            ps.id.label("session_id"),
+        )
+        .select_from(
+            interactions.join(voice_connectors, vc.pk == it.voice_connector_pk).outerjoin(
+                proxy_sessions, ps.pk == it.session_pk
+            )
+        )
+        .where(it.id == interaction_id)
+    )
+    return connection.execute(query).mappings().first()
+
+
+def end_interaction(
+    connection: Connection,
+    interaction_id: str,
+    outcome: str,
+    duration_seconds: float | None,
+    now: int,
+) -> bool:
+    """Record the end of an interaction; the first end wins (answers False for later ones)."""
+    result = connection.execute(
+        update(interactions)
+        .where(it.id == interaction_id, it.ended_at.is_(None))
+        .values(outcome=outcome, duration_seconds=duration_seconds, ended_at=now)
+    )
+    return result.rowcount == 1
+
+
+def set_outcome(
+    connection: Connection, interaction_id: str, outcome: str, reason: str | None
+) -> None:
+    connection.execute(
+        update(interactions).where(it.id == interaction_id).values(outcome=outcome, reason=reason)
+    )
+
+
+def interaction_page(
+    connection: Connection,
+    connector_pk: int,
+    *,
+    session_pk: int | None = None,
+    out_of_session_only: bool = False,
+    after: tuple[int, str] | None,
+    limit: int,
+) -> list[RowMapping]:
+    """A page of one session's interactions (or a connector's), by start time then id."""
+    query = select(interactions, ps.id.label("session_id")).select_from(
+        interactions.outerjoin(proxy_sessions, ps.pk == it.session_pk)
+    )
+    if session_pk is not None:
+        query = query.where(it.session_pk == session_pk)
+    else:
+        query = query.where(it.voice_connector_pk == connector_pk)
+        if out_of_session_only:
+            query = query.where(it.session_pk.is_(None))
+    if after is not None:
+        query = query.where(tuple_(it.started_at, it.id) > tuple_(*after))
+    query = query.order_by(it.started_at, it.id).limit(limit)
+    return list(connection.execute(query).mappings())
+
+
+def purge_out_of_session(connection: Connection, horizon: int) -> int:
+    """Out-of-session contacts older than the retention period (in-session ones go with their
+    session)."""
+    result = connection.execute(
+        delete(interactions).where(it.session_pk.is_(None), it.started_at <= horizon)
+    )
+    return result.rowcount
+
+
+# Sessions the sweeper is about to close (for "session.closed" events).
+
+
+def expiring_sessions(connection: Connection, now: int) -> list[RowMapping]:
+    query = (
+        select(
+            proxy_sessions,
+            vc.id.label("connector_id"),
+            vc.account.label("connector_account"),
+            vc.region.label("connector_region"),
+        )
+        .select_from(proxy_sessions.join(voice_connectors, vc.pk == ps.voice_connector_pk))
+        .where(ps.status.in_(ACTIVE), ps.expires_at <= now)
+    )
+    return list(connection.execute(query).mappings())
+
+
+# SMS opt-outs.
+
+
+def opt_out(connection: Connection, proxy_number: str, phone_number: str, now: int) -> None:
+    insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert
+    connection.execute(
+        insert(sms_opt_outs)
+        .values(proxy_number=proxy_number, phone_number=phone_number, created_at=now)
+        .on_conflict_do_nothing(index_elements=["proxy_number", "phone_number"])
+    )
+
+
+def opt_in(connection: Connection, proxy_number: str, phone_number: str) -> None:
+    connection.execute(
+        delete(sms_opt_outs).where(oo.proxy_number == proxy_number, oo.phone_number == phone_number)
+    )
+
+
+def is_opted_out(connection: Connection, proxy_number: str, phone_number: str) -> bool:
+    query = select(exists().where(oo.proxy_number == proxy_number, oo.phone_number == phone_number))
+    return bool(connection.scalar(query))

@@ -1,0 +1,261 @@
+"""The interaction listings (SigV4-authenticated extension endpoints) against a strict-mode
+server: what the data plane recorded, scoped to the caller's account and region, paginated like
+the API."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from chimeproxy.store.database import Database
+from chimeproxy.store.schema import metadata
+from chimeproxy.testing import ChimeProxyServer
+from tests.conftest import database_url, make_client
+from tests.integration.helpers import proxy_connector
+
+ALPHA = ("AKIDALPHA", "alpha-secret", "111122223333")
+BETA = ("AKIDBETA", "beta-secret", "444455556666")
+_people = itertools.count()
+
+
+def person() -> str:
+    return f"+1206{5_000_000 + next(_people):07d}"
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
+    directory = tmp_path_factory.mktemp("strict")
+    credentials = directory / "credentials.csv"
+    credentials.write_text(
+        "access_key_id,secret_access_key,account_id\n"
+        + "".join(f"{key},{secret},{account}\n" for key, secret, account in (ALPHA, BETA))
+    )
+    running = ChimeProxyServer(
+        database=database_url(directory),
+        extra_args=["--auth", "strict", "--credentials", str(credentials)],
+        log_path=directory / "server.log",
+    ).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(strict_server: ChimeProxyServer) -> Any:
+    return make_client(
+        strict_server.url, aws_access_key_id=ALPHA[0], aws_secret_access_key=ALPHA[1]
+    )
+
+
+def signed_get(
+    url: str, credentials: tuple[str, str, str] = ALPHA, region: str = "us-east-1"
+) -> httpx.Response:
+    request = AWSRequest(method="GET", url=url)
+    SigV4Auth(Credentials(credentials[0], credentials[1]), "chime", region).add_auth(request)
+    return httpx.get(url, headers=dict(request.headers.items()), timeout=10)
+
+
+def route(server: ChimeProxyServer, caller: str, called: str, kind: str = "voice") -> dict:
+    """Unsigned, as the SIP edge calls it: /route is outside SigV4 even in strict mode."""
+    answer = httpx.post(
+        f"{server.url}/_chimeproxy/route",
+        json={"caller": caller, "called": called, "kind": kind},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def session_listing(server: ChimeProxyServer, connector_id: str, session_id: str) -> str:
+    return (
+        f"{server.url}/_chimeproxy/voice-connectors/{connector_id}/proxy-sessions/{session_id}"
+        "/interactions"
+    )
+
+
+def with_session(client: Any) -> tuple[str, str, str, str, str]:
+    """(connector id, session id, a, b, proxy number)."""
+    connector_id, _ = proxy_connector(client, 1)
+    a, b = person(), person()
+    created = client.create_proxy_session(
+        VoiceConnectorId=connector_id, ParticipantPhoneNumbers=[a, b], Capabilities=["Voice"]
+    )["ProxySession"]
+    return (
+        connector_id,
+        created["ProxySessionId"],
+        a,
+        b,
+        created["Participants"][0]["ProxyPhoneNumber"],
+    )
+
+
+def all_pages(url: str, page_size: int) -> tuple[list[dict[str, Any]], int]:
+    """Every item of a listing followed through next-token, and the number of pages."""
+    items: list[dict[str, Any]] = []
+    token = None
+    pages = 0
+    while True:
+        query = f"?max-results={page_size}" + (f"&next-token={token}" if token else "")
+        answer = signed_get(url + query)
+        assert answer.status_code == 200, answer.text
+        pages += 1
+        items += answer.json()["Interactions"]
+        token = answer.json()["NextToken"]
+        if token is None:
+            return items, pages
+
+
+def test_routed_calls_are_listed_for_their_session(
+    strict_server: ChimeProxyServer, client: Any
+) -> None:
+    connector_id, session_id, a, b, p = with_session(client)
+    first = route(strict_server, a, p)
+    second = route(strict_server, b, p)
+    ended = httpx.post(
+        f"{strict_server.url}/_chimeproxy/interactions/{first['interaction_id']}/end",
+        json={"outcome": "completed", "duration_seconds": 61.5},
+        timeout=10,
+    )
+    assert ended.status_code == 204
+
+    answer = signed_get(session_listing(strict_server, connector_id, session_id))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    document = answer.json()
+    assert list(document) == ["Interactions", "NextToken"]
+    assert document["NextToken"] is None
+    listed = document["Interactions"]
+    assert [i["InteractionId"] for i in listed] == [
+        first["interaction_id"],
+        second["interaction_id"],
+    ]
+    call = listed[0]
+    assert list(call) == sorted(call)
+    assert call["ProxySessionId"] == session_id
+    assert call["VoiceConnectorId"] == connector_id
+    assert (call["Kind"], call["Action"], call["Direction"]) == ("voice", "connect", "a-to-b")
+    assert (call["FromPhoneNumber"], call["ProxyPhoneNumber"], call["ToPhoneNumber"]) == (a, p, b)
+    assert (call["Outcome"], call["DurationSeconds"]) == ("completed", 61.5)
+    assert call["StartedTimestamp"].endswith("Z") and call["EndedTimestamp"].endswith("Z")
+    assert call["OutOfSession"] is None and call["RejectStatus"] is None
+    ongoing = listed[1]
+    assert (ongoing["Direction"], ongoing["Outcome"], ongoing["EndedTimestamp"]) == (
+        "b-to-a",
+        None,
+        None,
+    )
+
+
+def test_the_listing_needs_a_valid_signature(strict_server: ChimeProxyServer, client: Any) -> None:
+    connector_id, session_id, *_ = with_session(client)
+    url = session_listing(strict_server, connector_id, session_id)
+    unsigned = httpx.get(url, timeout=10)
+    assert unsigned.status_code == 403
+    assert unsigned.headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
+    wrong = signed_get(url, (ALPHA[0], "not-the-secret", ALPHA[2]))
+    assert wrong.status_code == 403
+    assert signed_get(url).status_code == 200
+
+
+def test_other_accounts_and_regions_do_not_see_them(
+    strict_server: ChimeProxyServer, client: Any
+) -> None:
+    connector_id, session_id, a, _, p = with_session(client)
+    route(strict_server, a, p)
+    url = session_listing(strict_server, connector_id, session_id)
+    for answer in (signed_get(url, BETA), signed_get(url, region="eu-west-1")):
+        assert answer.status_code == 404
+        assert answer.headers["x-amzn-errortype"] == "NotFoundException"
+
+
+def test_pagination_covers_every_interaction_once(
+    strict_server: ChimeProxyServer, client: Any
+) -> None:
+    connector_id, session_id, a, b, p = with_session(client)
+    routed = [route(strict_server, caller, p)["interaction_id"] for caller in (a, b, a, b, a)]
+    url = session_listing(strict_server, connector_id, session_id)
+    for size, page_count in ((1, 5), (2, 3), (5, 1), (100, 1)):
+        items, pages = all_pages(url, size)
+        assert [i["InteractionId"] for i in items] == routed, size
+        assert pages == page_count
+
+
+def test_bad_paging_parameters_are_refused(strict_server: ChimeProxyServer, client: Any) -> None:
+    connector_id, session_id, a, b, p = with_session(client)
+    for caller in (a, b, a):
+        route(strict_server, caller, p)
+    url = session_listing(strict_server, connector_id, session_id)
+    token = signed_get(url + "?max-results=1").json()["NextToken"]
+    assert token
+    other_listing = f"{strict_server.url}/_chimeproxy/voice-connectors/{connector_id}/interactions"
+    for bad in (
+        "?max-results=0",
+        "?max-results=101",
+        "?max-results=two",
+        "?next-token=forged",
+        f"?next-token={token[:-2]}AA",
+    ):
+        answer = signed_get(url + bad)
+        assert answer.status_code == 400, bad
+        assert answer.headers["x-amzn-errortype"] == "BadRequestException"
+    assert signed_get(f"{other_listing}?next-token={token}").status_code == 400
+    # Another account cannot use this account's token either.
+    assert signed_get(f"{url}?next-token={token}", BETA).status_code in (400, 404)
+
+
+def test_out_of_session_contacts_are_listed_for_the_voice_connector(
+    strict_server: ChimeProxyServer, client: Any
+) -> None:
+    connector_id, session_id, a, _, p = with_session(client)
+    stranger = person()
+    in_session = route(strict_server, a, p)["interaction_id"]
+    assert route(strict_server, stranger, p)["status"] == 403
+    assert route(strict_server, a, p, "sms")["status"] == 488
+    base = f"{strict_server.url}/_chimeproxy/voice-connectors/{connector_id}/interactions"
+
+    everything = signed_get(base).json()["Interactions"]
+    assert everything[0]["InteractionId"] == in_session
+    assert len(everything) == 3
+    outside = signed_get(base + "?out-of-session=true").json()["Interactions"]
+    assert [(i["FromPhoneNumber"], i["RejectStatus"], i["OutOfSession"]) for i in outside] == [
+        (stranger, 403, "not-a-participant"),
+        (a, 488, "kind-not-allowed"),
+    ]
+    assert all(i["ProxySessionId"] is None and i["Action"] == "reject" for i in outside)
+    assert all(i["Outcome"] == "rejected" and i["EndedTimestamp"] for i in outside)
+    session_only = signed_get(session_listing(strict_server, connector_id, session_id))
+    assert [i["InteractionId"] for i in session_only.json()["Interactions"]] == [in_session]
+
+
+def test_unknown_and_deleted_sessions_are_not_found(
+    strict_server: ChimeProxyServer, client: Any
+) -> None:
+    connector_id, session_id, a, _, p = with_session(client)
+    route(strict_server, a, p)
+    unknown = session_listing(strict_server, connector_id, "00000000-0000-4000-8000-000000000000")
+    assert signed_get(unknown).status_code == 404
+    missing_connector = session_listing(strict_server, "zzzzzzzzzzzzzzzzzzzzz0", session_id)
+    assert signed_get(missing_connector).status_code == 404
+
+    client.delete_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)
+    assert signed_get(session_listing(strict_server, connector_id, session_id)).status_code == 404
+    # Deleting a session removes what was recorded of it.
+    base = f"{strict_server.url}/_chimeproxy/voice-connectors/{connector_id}/interactions"
+    assert signed_get(base).json()["Interactions"] == []
+
+
+def test_the_migrations_build_the_schema_the_code_uses(tmp_path: Path) -> None:
+    database = Database(database_url(tmp_path))
+    database.upgrade()
+    with database.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert differences == []
