@@ -1,34 +1,77 @@
-"""Structured JSON logs, one object per line, with the request id where there is one."""
+"""Structured JSON logs, one object per line, with the request id where there is one.
+
+Phone numbers are `sensitive` in the API model, so log lines carry ids, never numbers: the
+formatter redacts anything shaped like a phone number from messages and exception texts, a last
+line of defence behind messages that already leave them out.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
+from typing import Any
 
 import orjson
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
+REDACTED = "[redacted]"
+# E.164 with its '+' (raw or percent-encoded, as in a request path), or a bare run of 10 to 15
+# digits standing alone (a number sent without '+'). Shorter runs (ports, counts, line numbers)
+# and digits inside ids (`abc123...`, UUIDs, hex addresses) are left alone.
+_E164 = r"(?:\+|%2[bB])[0-9]{6,15}(?![0-9])"
+_PHONE_NUMBER = re.compile(_E164 + r"|(?<![\w.:+%-])[0-9]{10,15}(?![\w.-])", re.ASCII)
+# Structured fields are chosen by the code (account ids are 12 bare digits and must stay
+# readable), so in them only the unmistakable E.164 form is redacted.
+_E164_NUMBER = re.compile(_E164, re.ASCII)
+
+
+def redact(text: str) -> str:
+    """`text` with every phone-number-like run replaced by `[redacted]`."""
+    return _PHONE_NUMBER.sub(REDACTED, text)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _E164_NUMBER.sub(REDACTED, value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _scrub(item) for key, item in value.items()}
+    return value
+
+
+def shown_path(raw_path: str, limit: int = 200) -> str:
+    """A request path fit to repeat in an error message or a log: redacted and truncated."""
+    path = redact(raw_path)
+    return path if len(path) <= limit else path[:limit] + "..."
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, extras, exception."""
+
     def format(self, record: logging.LogRecord) -> str:
         document = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD:
-                document[key] = value
+                document[key] = _scrub(value)
         if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
+            # Exception texts may quote SQL parameters or input values.
+            document["exception"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(document, default=str).decode()
 
 
 def configure(level: str) -> None:
+    """Send every logger's records to stderr as JSON lines; uvicorn's access log stays off
+    (the application writes its own, with the request id and without the path)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import ipaddress
+import logging
+import re
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +21,12 @@ from chimeproxy.protocol.errors import (
     UnrecognizedClientException,
 )
 from chimeproxy.protocol.http import Request
-from chimeproxy.protocol.sigv4 import SigV4Error, SigV4Verifier, parse_request_auth
+from chimeproxy.protocol.sigv4 import SignedRequest, SigV4Error, SigV4Verifier, parse_request_auth
+
+log = logging.getLogger("chimeproxy.auth")
+
+MODES = ("open", "strict")
+CREDENTIALS_HEADER = ("access_key_id", "secret_access_key", "account_id")
 
 _SIGV4_ERRORS: dict[str, type[ServiceError]] = {
     "MissingAuthenticationTokenException": MissingAuthenticationTokenException,
@@ -27,55 +35,91 @@ _SIGV4_ERRORS: dict[str, type[ServiceError]] = {
     "IncompleteSignatureException": IncompleteSignatureException,
 }
 
+# Region names as AWS spells them (`us-east-1`, `us-gov-west-1`) and local stand-ins (`local`):
+# lower-case letters, digits and inner hyphens. The region names resources and ARNs, so nothing
+# else (slashes, colons, spaces, kilobytes of text) may become one.
+_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?\Z")
+_ACCOUNT = re.compile(r"[0-9]{12}\Z")
+
+
+class CredentialsError(ValueError):
+    """A credentials file that cannot be used; the message names the file and line."""
+
 
 @dataclass(frozen=True, slots=True)
 class Credential:
+    """One line of the credentials file, keyed by its access key id."""
+
     secret_access_key: str
     account_id: str
 
 
 def load_credentials(path: str) -> dict[str, Credential]:
-    """CSV with header `access_key_id,secret_access_key,account_id`."""
+    """Read a CSV with header `access_key_id,secret_access_key,account_id`; CredentialsError
+    names the file and line of anything unusable (the secret itself is never repeated)."""
     credentials: dict[str, Credential] = {}
-    with Path(path).open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        expected = {"access_key_id", "secret_access_key", "account_id"}
-        if not reader.fieldnames or not expected <= set(reader.fieldnames):
-            raise ValueError(
-                f"{path}: the header must be access_key_id,secret_access_key,account_id"
-            )
-        for line, row in enumerate(reader, start=2):
-            key, secret, account = (
-                row["access_key_id"],
-                row["secret_access_key"],
-                row["account_id"],
-            )
-            if not key or not secret or not (account.isdigit() and len(account) == 12):
-                raise ValueError(f"{path}:{line}: needs a key id, a secret and a 12-digit account")
-            credentials[key.strip()] = Credential(secret.strip(), account.strip())
+    try:
+        # utf-8-sig: spreadsheets save CSV with a byte-order mark that would hide the header.
+        with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not set(CREDENTIALS_HEADER) <= {
+                name.strip() for name in reader.fieldnames
+            }:
+                raise CredentialsError(f"{path}: the header must be {','.join(CREDENTIALS_HEADER)}")
+            reader.fieldnames = [name.strip() for name in reader.fieldnames]
+            for line, row in enumerate(reader, start=2):
+                key, secret, account = (
+                    (row.get(name) or "").strip() for name in CREDENTIALS_HEADER
+                )
+                if not (key or secret or account):
+                    continue  # a blank line
+                if not key or not secret or not _ACCOUNT.match(account):
+                    raise CredentialsError(
+                        f"{path}:{line}: needs an access key id, a secret access key and a "
+                        "12-digit account id"
+                    )
+                if key in credentials:
+                    raise CredentialsError(f"{path}:{line}: access key id {key} appears twice")
+                credentials[key] = Credential(secret, account)
+    except OSError as exc:
+        raise CredentialsError(f"cannot read the credentials file {path}: {exc.strerror}") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise CredentialsError(f"{path}: not a UTF-8 CSV file ({exc})") from exc
+    if not credentials:
+        raise CredentialsError(f"{path}: no credentials: add lines after the header")
     return credentials
 
 
 def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
 
 def choose_mode(settings: Settings) -> str:
-    """Secure by default: open only on loopback unless asked; strict needs credentials."""
+    """Secure by default: open only on loopback unless asked; strict needs credentials.
+
+    Raises ValueError with a message that says what to pass instead.
+    """
     mode = settings.auth
     if mode is None:
         mode = "strict" if settings.credentials or not is_loopback(settings.host) else "open"
-    if mode not in ("open", "strict"):
+        if mode == "strict" and not settings.credentials:
+            raise ValueError(
+                f"refusing to listen on {settings.host} without authentication: pass "
+                "--credentials FILE (strict SigV4 verification), or --auth open to accept any "
+                "caller on purpose"
+            )
+    if mode not in MODES:
         raise ValueError(f"--auth must be open or strict, not {mode!r}")
     if mode == "strict" and not settings.credentials:
         raise ValueError(
-            f"refusing to listen on {settings.host} without authentication: pass --credentials "
-            "FILE (strict SigV4 verification), or --auth open to accept any caller on purpose"
+            "--auth strict needs --credentials FILE (CSV: access_key_id,secret_access_key,"
+            "account_id)"
         )
     return mode
 
@@ -88,21 +132,41 @@ class Authenticator:
         self.credentials = credentials
         self.default_account = settings.default_account
         self.default_region = settings.default_region
+        # One verifier per server: it caches signing keys per (secret, day, region, service).
         self.verifier = SigV4Verifier(service="chime")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
+        """Choose the mode, load the credentials file and say in the log which mode is active."""
         mode = choose_mode(settings)
-        credentials = load_credentials(settings.credentials) if settings.credentials else {}
+        credentials: dict[str, Credential] = {}
+        if settings.credentials:
+            credentials = load_credentials(settings.credentials)
+            _warn_if_readable_by_others(settings.credentials)
+        if mode == "strict":
+            log.info(
+                "authentication: strict SigV4 verification",
+                extra={"auth": mode, "access_keys": len(credentials)},
+            )
+        elif is_loopback(settings.host):
+            log.info("authentication: open (any caller, loopback only)", extra={"auth": mode})
+        else:
+            log.warning(
+                "authentication: open on a non-loopback address: anyone who can reach "
+                f"{settings.host} can act as any account",
+                extra={"auth": mode},
+            )
         return cls(settings, mode, credentials)
 
     def account_for(self, access_key_id: str) -> str:
-        if len(access_key_id) == 12 and access_key_id.isdigit():
+        """The account of an access key: 12 digits are the account, else the file's mapping."""
+        if _ACCOUNT.match(access_key_id):
             return access_key_id
         known = self.credentials.get(access_key_id)
         return known.account_id if known else self.default_account
 
     def authenticate(self, request: Request) -> tuple[str, str]:
+        """(account, region) of the caller; raises the AWS error that says what to fix."""
         try:
             signed = parse_request_auth(request.query_string.encode("latin-1"), request.headers)
         except SigV4Error as exc:
@@ -113,15 +177,21 @@ class Authenticator:
             if self.mode == "open":
                 return self.default_account, self.default_region
             raise MissingAuthenticationTokenException(
-                "Missing Authentication Token: sign the request with AWS Signature Version 4."
+                "Missing Authentication Token: sign the request with AWS Signature Version 4 "
+                "(an Authorization header, or X-Amz-* query parameters of a presigned URL)."
             )
         scope = signed.credential
+        _check_region(scope.region)
         if self.mode == "open":
             return self.account_for(scope.access_key_id), scope.region
-        known = self.credentials.get(scope.access_key_id)
+        return self._verified_account(request, signed), scope.region
+
+    def _verified_account(self, request: Request, signed: SignedRequest) -> str:
+        known = self.credentials.get(signed.credential.access_key_id)
         if known is None:
             raise UnrecognizedClientException(
-                "The security token included in the request is invalid: unknown access key id."
+                "The security token included in the request is invalid: this server has no "
+                "such access key id. Sign with an access key from its credentials file."
             )
         try:
             self.verifier.verify(
@@ -132,8 +202,30 @@ class Authenticator:
                 body=request.body,
                 signed=signed,
                 secret_access_key=known.secret_access_key,
+                # The real wall clock, never the --clock-control one: a test that moves the
+                # service's clock a day ahead must not make every signature look stale.
                 now=datetime.now(UTC),
             )
         except SigV4Error as exc:
             raise _SIGV4_ERRORS.get(exc.code, InvalidSignatureException)(exc.message) from exc
-        return known.account_id, scope.region
+        return known.account_id
+
+
+def _check_region(region: str) -> None:
+    if not _REGION.match(region):
+        raise InvalidSignatureException(
+            f"Credential should be scoped to a valid region, not {region[:40]!r}: use a region "
+            "name such as us-east-1 (lower-case letters, digits and hyphens)."
+        )
+
+
+def _warn_if_readable_by_others(path: str) -> None:
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "the credentials file is readable by other users; chmod 600 it",
+            extra={"path": path},
+        )
