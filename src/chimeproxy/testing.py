@@ -3,10 +3,14 @@
 Installed with chimeproxy (entry point `pytest11`). The `chimeproxy_server` fixture starts a
 server process on a free port over a temporary database with clock control, points
 `AWS_ENDPOINT_URL_CHIME_SDK_VOICE` at it, and yields a handle with `url` and `advance(seconds)`.
+The database is a SQLite file, or with CHIMEPROXY_TEST_DATABASE=postgresql a new PostgreSQL
+database per server (made through CHIMEPROXY_TEST_POSTGRES_URL, dropped afterwards).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,18 +121,118 @@ class ChimeProxyServer:
         return boto3.client("chime-sdk-voice", **options)
 
 
+# Test databases. CHIMEPROXY_TEST_DATABASE=postgresql makes every test database a fresh
+# PostgreSQL database, created through CHIMEPROXY_TEST_POSTGRES_URL (any database the user may
+# CREATE DATABASE from) and dropped when the test is done, or at the latest when the process exits.
+
+TEST_DATABASE_ENV = "CHIMEPROXY_TEST_DATABASE"
+TEST_POSTGRES_URL_ENV = "CHIMEPROXY_TEST_POSTGRES_URL"
+DEFAULT_TEST_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+_created_databases: set[str] = set()
+
+
+def backend_under_test() -> str:
+    """`sqlite` (the default) or `postgresql`, from CHIMEPROXY_TEST_DATABASE."""
+    backend = os.environ.get(TEST_DATABASE_ENV, "sqlite").strip().lower() or "sqlite"
+    if backend in ("postgres", "postgresql", "pg"):
+        return "postgresql"
+    if backend != "sqlite":
+        raise ValueError(f"{TEST_DATABASE_ENV} must be sqlite or postgresql, not {backend!r}")
+    return backend
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get(TEST_POSTGRES_URL_ENV, DEFAULT_TEST_POSTGRES_URL)
+
+
+def postgres_unavailable() -> str | None:
+    """Why no test PostgreSQL can be used, or None when it can."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'chimeproxy[postgres]')"
+    try:
+        with psycopg.connect(_libpq_url(postgres_admin_url()), connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"no PostgreSQL at {postgres_admin_url()}: {first_line}"
+    return None
+
+
+def create_postgres_database() -> str:
+    """A new, empty PostgreSQL database; its URL. Dropped by `drop_test_database`, or at exit."""
+    import psycopg
+
+    name = f"chimeproxy_test_{uuid.uuid4().hex[:16]}"
+    admin = _libpq_url(postgres_admin_url())
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(postgres_admin_url(), name)
+    if not _created_databases:
+        atexit.register(drop_test_databases)
+    _created_databases.add(url)
+    return url
+
+
+def fresh_database_url(directory: Path) -> str:
+    """A fresh database for one server: a SQLite file in `directory`, or a new PostgreSQL
+    database when CHIMEPROXY_TEST_DATABASE=postgresql."""
+    if backend_under_test() == "postgresql":
+        return create_postgres_database()
+    return f"sqlite:///{directory / 'chimeproxy.db'}"
+
+
+def drop_test_database(url: str) -> None:
+    """Drop a database made by `create_postgres_database` (nothing for SQLite files)."""
+    if url not in _created_databases:
+        return
+    import psycopg
+
+    name = url.rsplit("/", 1)[1].split("?", 1)[0]
+    admin = _libpq_url(postgres_admin_url())
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as connection:
+        # FORCE: a server killed by a test may have left connections behind for a moment.
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _created_databases.discard(url)
+
+
+def drop_test_databases() -> None:
+    """Drop every test database this process created and has not dropped yet."""
+    for url in list(_created_databases):
+        with contextlib.suppress(Exception):
+            drop_test_database(url)
+
+
+def _libpq_url(url: str) -> str:
+    """A SQLAlchemy URL (postgresql+psycopg://...) as libpq takes it."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme.split('+', 1)[0]}://{rest}"
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    head = base.rsplit("/", 1)[0] if base.count("/") > 2 else base
+    return f"{head}/{name}" + (f"?{query}" if query else "")
+
+
 @pytest.fixture
 def chimeproxy_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[ChimeProxyServer]:
-    """A fresh server over a temporary SQLite database, with clock control."""
-    server = ChimeProxyServer(
-        database=f"sqlite:///{tmp_path / 'chimeproxy.db'}",
-        extra_args=["--clock-control"],
-        log_path=tmp_path / "chimeproxy.log",
-    ).start()
-    monkeypatch.setenv(ENDPOINT_ENV, server.url)
+    """A fresh server over a temporary database (SQLite, or PostgreSQL when
+    CHIMEPROXY_TEST_DATABASE=postgresql), with clock control."""
+    database = fresh_database_url(tmp_path)
     try:
-        yield server
+        server = ChimeProxyServer(
+            database=database,
+            extra_args=["--clock-control"],
+            log_path=tmp_path / "chimeproxy.log",
+        ).start()
+        monkeypatch.setenv(ENDPOINT_ENV, server.url)
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        drop_test_database(database)

@@ -1,8 +1,27 @@
-"""Engine, connection settings, transactions and migrations for SQLite and PostgreSQL."""
+"""Engine, connection settings, transactions and migrations for SQLite and PostgreSQL.
+
+Concurrency is arbitrated by the database, never by locks in this process, so any number of
+processes on any number of hosts may share one database:
+
+- SQLite: WAL mode; writers begin with BEGIN IMMEDIATE, so writers (of every process on the host)
+  queue for the one write lock and never interleave.
+- PostgreSQL: writers run at READ COMMITTED, each statement sees what other transactions have
+  committed, and unique constraints arbitrate races: the loser's INSERT waits for the winner's
+  commit, then fails with a unique violation and `write_retrying` runs the whole transaction again
+  (now seeing the winner's rows). Reads run as REPEATABLE READ READ ONLY: one snapshot per request
+  as with SQLite, and a read-only snapshot never fails with a serialization error.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
+import os
+import random
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,15 +32,41 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from chimeproxy.protocol.errors import ServiceUnavailableException
 from chimeproxy.store.schema import server_settings
 
 T = TypeVar("T")
+log = logging.getLogger("chimeproxy.database")
 MIGRATIONS = Path(__file__).with_name("migrations")
 WRITE_RETRIES = 20
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# PostgreSQL SQLSTATEs after which the whole transaction may simply run again: serialization
+# failure and deadlock detected (the database rolled the transaction back, nothing was written).
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# Any 64-bit number, the same in every process: migrations take this advisory lock so that
+# processes starting together on a fresh database upgrade it one after the other.
+MIGRATION_LOCK = 0x63686D70_726F7879  # "chmproxy"
+
+# Bounds on every PostgreSQL wait, so that a lost or stuck database answers 503, never a hang:
+# connecting; a statement (lock waits included); a transaction left open by a frozen client
+# (its locks would block everyone); a peer that vanished without closing (TCP keepalives and
+# unacknowledged data).
+PG_CONNECT_TIMEOUT_S = 5
+PG_STATEMENT_TIMEOUT_MS = 15_000
+PG_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+PG_TCP_USER_TIMEOUT_MS = 15_000
+PG_POOL_TIMEOUT_S = 5
+# The longest a request waits for database work done in a worker thread before it answers 503
+# anyway: the last bound, for a database server that is frozen (its host keeps the connections
+# open, so no timeout above fires). Twice the statement timeout, so that it never cuts short
+# work that the database would still finish. CHIMEPROXY_DB_DEADLINE overrides it (seconds).
+DEADLINE_ENV = "CHIMEPROXY_DB_DEADLINE"
+DEFAULT_DEADLINE_S = 2 * PG_STATEMENT_TIMEOUT_MS / 1000
 
 
 class Database:
@@ -32,13 +77,15 @@ class Database:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
-            self.engine = _sqlite_engine(url, sqlite_synchronous)
+            synchronous = sqlite_synchronous.upper()
+            if synchronous not in SQLITE_SYNCHRONOUS:
+                raise ValueError(
+                    f"SQLite synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
+                    f"not {sqlite_synchronous!r}"
+                )
+            self.engine = _sqlite_engine(url, synchronous)
         elif self.dialect == "postgresql":
-            if parsed.drivername == "postgresql":
-                parsed = parsed.set(drivername="postgresql+psycopg")
-            self.engine = create_engine(
-                parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=10
-            )
+            self.engine = _postgresql_engine(parsed)
         else:
             raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
 
@@ -47,56 +94,83 @@ class Database:
         return make_url(self.url).render_as_string(hide_password=True)
 
     def upgrade(self) -> None:
-        """Apply every migration not applied yet."""
-        with self.engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
+        """Apply every migration not applied yet; safe when several processes start at once."""
+        with self._guard(), self._connect(immediate=True) as connection, connection.begin():
+            if self.dialect == "postgresql":
+                # DDL is transactional in PostgreSQL: the second process waits here, then finds
+                # the schema at head and does nothing. A long migration must not be cut short.
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            config = _alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
     def pending_migrations(self) -> list[str]:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        head = ScriptDirectory.from_config(config).get_current_head()
-        with self.engine.connect() as connection:
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        with self._guard(), self.engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
         return [] if current == head else [str(head)]
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self._guard(), self.engine.connect() as connection, connection.begin():
+        """A read-only transaction over one snapshot."""
+        with self._guard(), self._connect(read_only=True) as connection, connection.begin():
             yield connection
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with (
-            self._guard(),
-            self.engine.connect().execution_options(immediate=True) as connection,
-            connection.begin(),
-        ):
+        """A write transaction (SQLite: holding the write lock from its first statement)."""
+        with self._guard(), self._connect(immediate=True) as connection, connection.begin():
             yield connection
+            # The request has been answered 503 meanwhile (see run_in_thread): roll back rather
+            # than commit a change its client was told did not happen.
+            abandoned = _abandoned.get()
+            if abandoned is not None and abandoned.is_set():
+                log.warning("rolled back a write whose request was answered 503 at the deadline")
+                raise ServiceUnavailableException(
+                    "The database did not answer in time; retry the request."
+                )
 
     def write_retrying(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in a write transaction, again from the start when a unique constraint
-        shows that a concurrent writer won (the database, not this process, arbitrates)."""
+        shows that a concurrent writer won, or when PostgreSQL rolled the transaction back to
+        resolve a deadlock or serialization conflict (the database, not this process,
+        arbitrates). `work` must have no effect outside the transaction."""
         for attempt in range(WRITE_RETRIES):
             try:
                 with self.write() as connection:
                     return work(connection)
-            except IntegrityError:
-                if attempt == WRITE_RETRIES - 1:
+            except (IntegrityError, ServiceUnavailableException) as exc:
+                if not _retryable(exc):
                     raise
+                if attempt == WRITE_RETRIES - 1:
+                    raise ServiceUnavailableException(
+                        "Too many concurrent writers competed for the same rows; retry the request."
+                    ) from exc
+                log.debug("write conflict, retrying", extra={"attempt": attempt + 1})
+                # A little jitter so that the losers of one race do not all collide again.
+                time.sleep(random.uniform(0, 0.001 * (attempt + 1)))
         raise AssertionError("unreachable")
+
+    def ping(self) -> None:
+        """Raise ServiceUnavailableException unless the database answers a query."""
+        with self.read() as connection:
+            connection.exec_driver_sql("SELECT 1")
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
+        """Database trouble that a retry may cure becomes 503 ServiceUnavailableException."""
         try:
             yield
         except IntegrityError:
             raise
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             raise ServiceUnavailableException(
                 "The database is unavailable or busy; retry the request."
+            ) from exc
+        except PoolTimeoutError as exc:
+            raise ServiceUnavailableException(
+                "Every database connection is busy; retry the request."
             ) from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
@@ -105,29 +179,119 @@ class Database:
                 ) from exc
             raise
 
-    def setting(self, name: str, default: Callable[[], str]) -> str:
-        """A server-wide setting, created once by whichever process asks first."""
-        with self.read() as connection:
-            value = connection.scalar(
-                select(server_settings.c.value).where(server_settings.c.name == name)
+    def _connect(self, *, immediate: bool = False, read_only: bool = False) -> Connection:
+        connection = self.engine.connect()
+        if self.dialect == "sqlite":
+            return connection.execution_options(immediate=immediate)
+        if read_only:
+            return connection.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
             )
+        return connection
+
+    def setting(self, name: str, default: Callable[[], str]) -> str:
+        """A server-wide setting, created once by whichever process asks first: every process
+        gets the same value however many start at once (the primary key arbitrates)."""
+        query = select(server_settings.c.value).where(server_settings.c.name == name)
+        with self.read() as connection:
+            value = connection.scalar(query)
         if value is not None:
             return value
-        try:
-            with self.write() as connection:
-                connection.execute(server_settings.insert().values(name=name, value=default()))
-        except IntegrityError:
-            pass
-        with self.read() as connection:
-            return connection.scalar(
-                select(server_settings.c.value).where(server_settings.c.name == name)
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        with self.write() as connection:
+            # A concurrent first insert makes this one wait for it, then do nothing; the read
+            # that follows (a new snapshot at READ COMMITTED) sees the winner's value.
+            connection.execute(
+                insert(server_settings)
+                .values(name=name, value=default())
+                .on_conflict_do_nothing(index_elements=["name"])
             )
+            return connection.scalar(query)
 
     def token_key(self) -> bytes:
         return bytes.fromhex(self.setting("token_key", lambda: secrets.token_hex(32)))
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def deadline_seconds() -> float:
+    """The request deadline for database work in threads (see DEFAULT_DEADLINE_S)."""
+    return float(os.environ.get(DEADLINE_ENV) or DEFAULT_DEADLINE_S)
+
+
+async def run_in_thread(work: Callable[[], T], deadline: float) -> T:
+    """Run blocking database work in the default thread pool; ServiceUnavailableException when
+    it has not finished within `deadline` seconds. Work still queued then never starts; work
+    already running goes on in its thread (a stuck database call cannot be interrupted) but its
+    write transaction rolls back instead of committing. Only a deadline passing during the
+    COMMIT itself leaves the outcome unknown, as with any connection lost during a commit."""
+    abandoned = threading.Event()
+    context = contextvars.copy_context()  # as asyncio.to_thread does
+    context.run(_abandoned.set, abandoned)
+    future = asyncio.get_running_loop().run_in_executor(None, context.run, work)
+    try:
+        return await asyncio.wait_for(future, deadline)
+    except TimeoutError as exc:
+        abandoned.set()
+        raise ServiceUnavailableException(
+            "The database did not answer in time; retry the request."
+        ) from exc
+
+
+# Set by run_in_thread for the work it runs: whether that work's request was answered already.
+_abandoned: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "chimeproxy_abandoned", default=None
+)
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    cause = exc.__cause__
+    sqlstate = getattr(getattr(cause, "orig", None), "sqlstate", None)
+    return sqlstate in RETRYABLE_SQLSTATES
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _postgresql_engine(url: URL) -> Engine:
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    options = (
+        f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS} "
+        f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+    )
+    connect_args: dict[str, Any] = {
+        "connect_timeout": PG_CONNECT_TIMEOUT_S,
+        "options": options,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": PG_TCP_USER_TIMEOUT_MS,
+        "application_name": "chimeproxy",
+    }
+    # Parameters given in the URL (e.g. ?connect_timeout=2) win over these defaults.
+    for key in url.query:
+        connect_args.pop(key, None)
+    return create_engine(
+        url,
+        connect_args=connect_args,
+        # Handlers run in the default thread pool (a few threads per core), so a few
+        # connections per process suffice; overflow covers the sweeper and the metrics scrape.
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=PG_POOL_TIMEOUT_S,
+        # A connection the database dropped (restart, pg_terminate_backend, failover) is noticed
+        # when it is taken from the pool, and replaced, instead of failing a request.
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
 
 
 def _sqlite_engine(url: str, synchronous: str) -> Engine:
@@ -139,6 +303,9 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL (default): a commit survives the process being killed, since it is in the WAL
+        # file before COMMIT returns; the last commits may be lost on power failure or an OS
+        # crash. FULL also syncs the WAL at every commit: power-loss safe, slower writes.
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
