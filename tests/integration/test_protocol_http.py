@@ -14,7 +14,7 @@ from botocore.parsers import RestJSONParser
 
 from chimeproxy.protocol.model import operation_model
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import database_url
+from tests.conftest import BACKEND, database_url
 from tests.integration.helpers import make_connector
 
 
@@ -44,7 +44,7 @@ def test_health_reports_version_and_database(http: httpx.Client) -> None:
     assert answer.status_code == 200
     document = answer.json()
     assert document["status"] == "ok"
-    assert document["database"] == "sqlite"
+    assert document["database"] == BACKEND
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", document["version"])
 
 

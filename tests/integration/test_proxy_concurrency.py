@@ -8,9 +8,7 @@ active, on one server process and across several.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -20,9 +18,13 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from sqlalchemy.engine import make_url
 
-from chimeproxy.testing import ChimeProxyServer
+from chimeproxy.testing import (
+    ChimeProxyServer,
+    create_postgres_database,
+    drop_test_database,
+    postgres_unavailable,
+)
 from tests.conftest import IN_CI
 from tests.integration.helpers import proxy_connector
 
@@ -53,29 +55,19 @@ def new_client(url: str) -> Any:
     )
 
 
-POSTGRES_ADMIN_ENV = "CHIMEPROXY_TEST_POSTGRES"
-POSTGRES_ADMIN_DEFAULT = "postgresql://postgres@/postgres?host=/var/run/postgresql"
-
-
 @contextmanager
 def postgres_database() -> Iterator[str]:
-    """A PostgreSQL database of our own (made and dropped here); skips when none is reachable."""
-    psycopg = pytest.importorskip("psycopg")
-    admin_url = make_url(os.environ.get(POSTGRES_ADMIN_ENV, POSTGRES_ADMIN_DEFAULT))
-    conninfo = admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
+    """A PostgreSQL database of our own, whatever backend the pass runs on; skips locally when
+    none is reachable, fails in CI."""
+    if reason := postgres_unavailable():
         if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI: {exc}")
-        pytest.skip(f"PostgreSQL is not reachable ({POSTGRES_ADMIN_ENV}): {exc}")
-    name = f"chimeproxy_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            pytest.fail(f"PostgreSQL is required in CI: {reason}")
+        pytest.skip(reason)
+    url = create_postgres_database()
+    try:
+        yield url
+    finally:
+        drop_test_database(url)
 
 
 @pytest.fixture(
@@ -94,7 +86,7 @@ def busy_server(
         if engine == "postgresql":
             database = stack.enter_context(postgres_database())
         else:
-            database = f"sqlite:///{directory / 'db'}"
+            database = f"sqlite:///{directory / 'db'}"  # the SQLite cases, on either pass
         server = ChimeProxyServer(
             database=database,
             extra_args=["--workers", str(workers)],

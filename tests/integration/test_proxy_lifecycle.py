@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import make_client
+from tests.conftest import database_url, make_client
 from tests.integration.helpers import proxy_connector
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -251,7 +251,7 @@ def retention_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     if request.param == "swept":
         args += ["--sweep-interval", "0.05"]
     own = ChimeProxyServer(
-        database=f"sqlite:///{tmp_path / 'db'}", extra_args=args, log_path=tmp_path / "log"
+        database=database_url(tmp_path), extra_args=args, log_path=tmp_path / "log"
     ).start()
     try:
         yield own

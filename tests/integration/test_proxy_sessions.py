@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import make_client
+from tests.conftest import database_url, make_client
 from tests.integration.helpers import make_connector, order_numbers, proxy_connector
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -599,7 +599,7 @@ def test_update_refuses_capabilities_the_number_cannot_serve(tmp_path: Path) -> 
         "+12065550150,US,Local,InboundCall|OutboundCall\n"
         "+12065550151,US,Local,InboundCall|OutboundCall|InboundSMS|OutboundSMS\n"
     )
-    database = f"sqlite:///{tmp_path / 'db'}"
+    database = database_url(tmp_path)
     command = [sys.executable, "-m", "chimeproxy.cli", "numbers", "import", str(catalog)]
     subprocess.run([*command, "--database", database], check=True, capture_output=True)
     own = ChimeProxyServer(database=database, log_path=tmp_path / "log").start()
