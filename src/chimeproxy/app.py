@@ -14,11 +14,16 @@ import orjson
 from chimeproxy import __version__
 from chimeproxy.clock import Clock
 from chimeproxy.config import Settings
+from chimeproxy.dataplane.endpoints import Dataplane
+from chimeproxy.logs import shown_path
+from chimeproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from chimeproxy.metrics import Metrics, scrape_snapshot
 from chimeproxy.operations import load_operations
 from chimeproxy.operations.registry import OPERATIONS, Context
 from chimeproxy.protocol.auth import Authenticator
 from chimeproxy.protocol.errors import (
     BadRequestException,
+    HeadersTooLargeException,
     NotImplementedOperation,
     RequestEntityTooLargeException,
     ServiceError,
@@ -33,12 +38,17 @@ from chimeproxy.protocol.serializer import OutputSerializer
 from chimeproxy.protocol.throttle import RateLimiter
 from chimeproxy.services import Services
 from chimeproxy.store import sweeper
-from chimeproxy.store.database import Database
+from chimeproxy.store.database import Database, deadline_seconds, run_in_thread
 
 log = logging.getLogger("chimeproxy")
 access_log = logging.getLogger("chimeproxy.access")
 INTERNAL_PREFIX = "/_chimeproxy/"
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+# Signed SDK requests carry about 1 KiB of headers; more than this is refused with 431. (The
+# HTTP server has buffered them by then: a front proxy bounds memory, see docs/security.md.)
+MAX_HEADER_BYTES = 32 * 1024
+# Health answers 503 when the database has not answered a trivial query by then.
+HEALTH_DEADLINE_S = 5.0
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -51,16 +61,26 @@ class ChimeProxyApp:
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         load_operations()
         self.settings = settings
-        self.services = Services(settings, Database(settings.database), clock or Clock())
+        database = Database(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
+        self.services = Services(settings, database, clock or Clock())
+        self.metrics = Metrics()
         self.router = Router(service_model())
         self.serializer = OutputSerializer()
         self.authenticator = Authenticator.from_settings(settings)
         self.internal: dict[tuple[str, str], Handler] = {
             ("GET", "/_chimeproxy/health"): self._health,
+            ("GET", "/_chimeproxy/metrics"): self._metrics,
         }
         if settings.clock_control:
             self.internal[("POST", "/_chimeproxy/clock")] = self._advance_clock
-        middlewares: list[Middleware] = [self._guard, self._internal_routes, self._authenticate]
+        self.dataplane = Dataplane(self.services, self.authenticator)
+        self.internal.update(self.dataplane.routes())
+        middlewares: list[Middleware] = [
+            self._guard,
+            self._internal_routes,
+            self.metrics.middleware,  # after the internal routes: counts API requests only
+            self._authenticate,
+        ]
         if settings.rate_limit:
             limiter = RateLimiter(settings.rate_limit)
             middlewares.append(limiter.middleware)
@@ -68,6 +88,7 @@ class ChimeProxyApp:
         # SQLite answers in microseconds from one connection, so its work runs on the event loop;
         # a network database's round trips run in worker threads over the pool.
         self._inline = self.services.db.dialect == "sqlite"
+        self._deadline = deadline_seconds()
         self._sweeper: asyncio.Task[None] | None = None
         self._ready = False
 
@@ -87,6 +108,7 @@ class ChimeProxyApp:
             )
         self.services.token_key  # noqa: B018 -- created now so no request pays for it
         await asyncio.to_thread(self.services.catalog)
+        await self.dataplane.start()
         self._sweeper = asyncio.create_task(sweeper.run_forever(self.services))
         self._ready = True
         log.info(
@@ -99,6 +121,7 @@ class ChimeProxyApp:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self.dataplane.stop()
         self.services.db.dispose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -120,7 +143,9 @@ class ChimeProxyApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         headers: dict[str, str] = {}
+        header_bytes = 0
         for raw_name, raw_value in scope["headers"]:
+            header_bytes += len(raw_name) + len(raw_value) + 4
             name = raw_name.decode("latin-1").lower()
             value = raw_value.decode("latin-1")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
@@ -134,13 +159,17 @@ class ChimeProxyApp:
             client_host=client[0] if client else None,
         )
         try:
+            if header_bytes > MAX_HEADER_BYTES:
+                raise HeadersTooLargeException(
+                    f"The request headers are larger than {MAX_HEADER_BYTES} bytes."
+                )
             request.body = await self._read_body(receive, headers)
             response = await self.handle(request)
         except ServiceError as error:
             response = Response.error(error)
         response.headers.append((b"x-amzn-requestid", request.request_id.encode()))
         response.headers.append((b"content-length", str(len(response.body)).encode()))
-        if response.body:
+        if response.body and not any(name == b"content-type" for name, _ in response.headers):
             response.headers.append(JSON_CONTENT_TYPE)
         await send(
             {"type": "http.response.start", "status": response.status, "headers": response.headers}
@@ -200,8 +229,10 @@ class ChimeProxyApp:
             return await call_next(request)
         handler = self.internal.get((request.method, request.raw_path))
         if handler is None:
+            handler = self.dataplane.match(request.method, request.raw_path)
+        if handler is None:
             raise UnknownOperationException(
-                f"No chimeproxy endpoint answers {request.method} {request.raw_path}."
+                f"No chimeproxy endpoint answers {request.method} {shown_path(request.raw_path)}."
             )
         return await handler(request)
 
@@ -212,8 +243,9 @@ class ChimeProxyApp:
     async def _dispatch(self, request: Request) -> Response:
         match = self.router.match(request.method, request.raw_path, request.query_string)
         if match is None:
+            # The path may hold a phone number (/phone-numbers/%2B1...): shown redacted.
             raise UnknownOperationException(
-                f"No operation matches {request.method} {request.raw_path}."
+                f"No operation matches {request.method} {shown_path(request.raw_path)}."
             )
         operation = match.operation
         request.operation = operation.name
@@ -225,7 +257,7 @@ class ChimeProxyApp:
         if self._inline:
             output = handler(context, params)
         else:
-            output = await asyncio.to_thread(handler, context, params)
+            output = await run_in_thread(lambda: handler(context, params), self._deadline)
         status = success_status(operation)
         if status == 204:
             return Response(204)
@@ -233,9 +265,25 @@ class ChimeProxyApp:
 
     # Internal endpoints.
 
+    async def _in_db_thread(self, work: Callable[[], Any], deadline: float) -> Any:
+        """Database work off the event loop unless the database is SQLite (see _inline)."""
+        return work() if self._inline else await run_in_thread(work, deadline)
+
     async def _health(self, request: Request) -> Response:
         if not self._ready:
             return Response.json(503, {"status": "starting", "version": __version__})
+        try:
+            # Quick either way: PostgreSQL connects with a timeout and a dead server refuses.
+            await self._in_db_thread(self.services.db.ping, HEALTH_DEADLINE_S)
+        except ServiceError:
+            return Response.json(
+                503,
+                {
+                    "status": "database unavailable",
+                    "version": __version__,
+                    "database": self.services.db.dialect,
+                },
+            )
         return Response.json(
             200,
             {
@@ -245,6 +293,19 @@ class ChimeProxyApp:
                 "auth": self.authenticator.mode,
             },
         )
+
+    async def _metrics(self, request: Request) -> Response:
+        """Prometheus text exposition; the database gauges are computed now (see metrics.py)."""
+        now = self.services.clock.now_ms()
+        try:
+            snapshot = await self._in_db_thread(
+                lambda: scrape_snapshot(self.services.db, now), self._deadline
+            )
+        except ServiceError:  # the database did not answer in time
+            snapshot = None
+        response = Response(200, self.metrics.exposition(snapshot))
+        response.headers.append((b"content-type", METRICS_CONTENT_TYPE.encode()))
+        return response
 
     async def _advance_clock(self, request: Request) -> Response:
         try:

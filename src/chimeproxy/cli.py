@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
 
 from chimeproxy import __version__
 from chimeproxy.config import Settings
+from chimeproxy.dataplane import options as dataplane_options
+from chimeproxy.protocol.errors import ServiceError
 
 DEFAULTS = Settings()
 SETTINGS_ENV = "CHIMEPROXY_SETTINGS_JSON"
@@ -112,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=_flag(_env("no_migrate", False)),
         help="refuse to start on an old schema instead of upgrading it (env CHIMEPROXY_NO_MIGRATE)",
     )
+    serve.add_argument(
+        "--sqlite-synchronous",
+        type=str.upper,
+        choices=["NORMAL", "FULL"],
+        default=_env("sqlite_synchronous", DEFAULTS.sqlite_synchronous).upper(),
+        help="SQLite durability: NORMAL survives a killed process, FULL also power loss "
+        "(slower writes); see docs/operations.md (env CHIMEPROXY_SQLITE_SYNCHRONOUS)",
+    )
+    dataplane_options.add_arguments(serve)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)
@@ -126,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("file")
     _add_database(load)
+
+    from chimeproxy.dataplane import sip_edge
+
+    edge = commands.add_parser(
+        "sip-edge", help="run Kamailio routing calls and messages through proxy sessions"
+    )
+    sip_edge.add_arguments(edge)
     return parser
 
 
@@ -145,14 +166,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         workers=args.workers,
         migrate=not args.no_migrate,
+        sqlite_synchronous=args.sqlite_synchronous,
+        **dataplane_options.settings_from(args),
     )
 
 
 def create_app_from_env() -> Any:
     """Factory for worker processes: the settings travel in an environment variable."""
+    from chimeproxy import logs
     from chimeproxy.app import ChimeProxyApp
 
-    return ChimeProxyApp(Settings(**orjson.loads(os.environ[SETTINGS_ENV])))
+    settings = Settings(**orjson.loads(os.environ[SETTINGS_ENV]))
+    # A worker is a fresh interpreter (spawned): it logs as the parent does only if told to.
+    logs.configure(settings.log_level)
+    return ChimeProxyApp(settings)
 
 
 def serve(settings: Settings) -> int:
@@ -160,11 +187,18 @@ def serve(settings: Settings) -> int:
 
     from chimeproxy import logs
     from chimeproxy.app import ChimeProxyApp
-    from chimeproxy.protocol.auth import choose_mode
+    from chimeproxy.protocol.auth import choose_mode, load_credentials
+    from chimeproxy.protocol.throttle import RateLimiter
 
     logs.configure(settings.log_level)
     try:
         choose_mode(settings)
+        dataplane_options.check(settings)
+        # Checked here too so that a bad file or rate is one clear line, not a traceback.
+        if settings.credentials:
+            load_credentials(settings.credentials)
+        if settings.rate_limit is not None:
+            RateLimiter(settings.rate_limit)
     except ValueError as exc:
         print(f"chimeproxy: {exc}", file=sys.stderr)
         return 2
@@ -180,25 +214,69 @@ def serve(settings: Settings) -> int:
         "server_header": False,
     }
     if settings.workers > 1:
-        ChimeProxyApp(settings).services.db.upgrade()
+        from chimeproxy.store.database import Database
+
+        if settings.migrate:  # once here, so that a bad database fails before any worker starts
+            database = Database(settings.database)
+            try:
+                database.upgrade()
+            except ServiceError as exc:
+                print(f"chimeproxy: {database.describe()}: {_cause(exc)}", file=sys.stderr)
+                return 1
         os.environ[SETTINGS_ENV] = orjson.dumps(dataclasses.asdict(settings)).decode()
-        uvicorn.run(
-            "chimeproxy.cli:create_app_from_env", factory=True, workers=settings.workers, **options
-        )
+        with _metrics_directory():
+            uvicorn.run(
+                "chimeproxy.cli:create_app_from_env",
+                factory=True,
+                workers=settings.workers,
+                **options,
+            )
     else:
         uvicorn.run(ChimeProxyApp(settings), **options)
     return 0
+
+
+def _cause(exc: BaseException) -> str:
+    """The database driver's own words, first line only."""
+    cause = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+
+
+@contextlib.contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """Worker processes add up their metrics through files in an empty directory of their own
+    (prometheus_client's multiprocess mode), unless the operator named one."""
+    from chimeproxy.metrics import MULTIPROCESS_ENV
+
+    if os.environ.get(MULTIPROCESS_ENV):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="chimeproxy-metrics-")
+    os.environ[MULTIPROCESS_ENV] = directory
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_ENV]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(settings_from(args))
+    if args.command == "sip-edge":
+        from chimeproxy.dataplane import sip_edge
+
+        return sip_edge.main(args)
     from chimeproxy.store.database import Database
 
     database = Database(args.database)
     if args.command == "db":
-        database.upgrade()
+        try:
+            database.upgrade()
+        except ServiceError as exc:
+            print(f"chimeproxy: {database.describe()}: {_cause(exc)}", file=sys.stderr)
+            return 1
         print(f"database {database.describe()} is at the latest schema")
         return 0
     from chimeproxy.domain.catalog import CatalogError, load_catalog_csv
@@ -207,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     database.upgrade()
     try:
         catalog = load_catalog_csv(args.file)
-    except (OSError, CatalogError) as exc:
+    except (OSError, UnicodeDecodeError, CatalogError) as exc:
         print(f"chimeproxy: {exc}", file=sys.stderr)
         return 1
     count = catalog_store.replace(database, catalog)
