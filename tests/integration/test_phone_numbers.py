@@ -841,11 +841,6 @@ def test_concurrent_associations_give_a_number_one_connector(
             disassociate(owner, connector_of(owner, number), [number])
 
 
-@pytest.mark.xfail(
-    reason="store/proxy.py: CreateProxySession does not recheck, under a row lock, that the "
-    "chosen number is still associated (see the report); not a phone-number handler bug",
-    strict=False,
-)
 def test_disassociation_racing_session_creation_never_strands_a_session(
     postgres_server: ChimeProxyServer,
 ) -> None:

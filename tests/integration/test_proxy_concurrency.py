@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -217,3 +218,64 @@ def test_crossing_pairs_keep_the_invariant(busy_server: ChimeProxyServer) -> Non
     for someone in people:
         assert sum(someone == r[0] for r in routes) <= 3
     assert len(listed(client, connector_id)) == len(sessions)
+
+
+def test_paging_while_others_create_skips_and_repeats_nothing(
+    busy_server: ChimeProxyServer,
+) -> None:
+    """Sessions created concurrently sort after the reader's position, so every session that
+    was acknowledged before the reader's last page appears exactly once, in order."""
+    reader = new_client(busy_server.url)
+    connector_id, _ = proxy_connector(reader, pool=1)
+    for _ in range(10):
+        reader.create_proxy_session(
+            VoiceConnectorId=connector_id,
+            ParticipantPhoneNumbers=[person(), person()],
+            Capabilities=["Voice"],
+        )
+    acknowledged: list[tuple[float, str]] = []
+    done = threading.Event()
+
+    def create_many() -> None:
+        client = new_client(busy_server.url)
+        while not done.is_set():
+            created = client.create_proxy_session(
+                VoiceConnectorId=connector_id,
+                ParticipantPhoneNumbers=[person(), person()],
+                Capabilities=["Voice"],
+            )["ProxySession"]
+            acknowledged.append((time.monotonic(), created["ProxySessionId"]))
+
+    writers = [threading.Thread(target=create_many) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    try:
+        seen: list[dict[str, Any]] = []
+        token = None
+        pages = 0
+        while True:
+            last_page_started = time.monotonic()
+            page = reader.list_proxy_sessions(
+                VoiceConnectorId=connector_id,
+                MaxResults=2,
+                **({"NextToken": token} if token else {}),
+            )
+            seen += page["ProxySessions"]
+            pages += 1
+            token = page.get("NextToken")
+            # Keep reading while writers add at the end, for a while, then let the list end.
+            if pages == 40:
+                done.set()
+            if not token:
+                break
+    finally:
+        done.set()
+        for writer in writers:
+            writer.join(30)
+    ids = [s["ProxySessionId"] for s in seen]
+    assert len(ids) == len(set(ids)), "a session was listed twice"
+    keys = [(s["CreatedTimestamp"], s["ProxySessionId"]) for s in seen]
+    assert keys == sorted(keys)
+    before_last_page = {sid for at, sid in acknowledged if at < last_page_started}
+    assert before_last_page <= set(ids), "an acknowledged session was skipped"
+    assert len(acknowledged) > 10

@@ -69,6 +69,10 @@ DEADLINE_ENV = "CHIMEPROXY_DB_DEADLINE"
 DEFAULT_DEADLINE_S = 2 * PG_STATEMENT_TIMEOUT_MS / 1000
 
 
+class WriteConflict(Exception):
+    """A row the transaction relied on was changed by a concurrent writer: run it again."""
+
+
 class Database:
     """One engine per process; SQLite in WAL mode or PostgreSQL with a connection pool."""
 
@@ -140,7 +144,7 @@ class Database:
             try:
                 with self.write() as connection:
                     return work(connection)
-            except (IntegrityError, ServiceUnavailableException) as exc:
+            except (IntegrityError, WriteConflict, ServiceUnavailableException) as exc:
                 if not _retryable(exc):
                     raise
                 if attempt == WRITE_RETRIES - 1:
@@ -246,7 +250,7 @@ _abandoned: contextvars.ContextVar[threading.Event | None] = contextvars.Context
 
 
 def _retryable(exc: Exception) -> bool:
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, IntegrityError | WriteConflict):
         return True
     cause = exc.__cause__
     sqlstate = getattr(getattr(cause, "orig", None), "sqlstate", None)
