@@ -3,6 +3,7 @@ alphabetical order, timestamps as ISO 8601 with milliseconds and `Z`."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -19,7 +20,17 @@ def format_timestamp(value: int | datetime) -> str:
     if isinstance(value, datetime):
         value = int(value.timestamp() * 1000)
     seconds, millis = divmod(value, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3_600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{_date_prefix(days)}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_prefix(days: int) -> str:
+    """`YYYY-MM-DDT` of a day since the epoch: strftime once per day, not per timestamp
+    (a page of 100 sessions has 300 timestamps; docs/performance.md)."""
+    return time.strftime("%Y-%m-%dT", time.gmtime(days * 86_400))
 
 
 def _identity(value: Any) -> Any:
@@ -29,17 +40,22 @@ def _identity(value: Any) -> Any:
 def _encoder(shape: Shape) -> Encoder:
     kind = shape.type_name
     if kind == "structure":
-        members = sorted(
-            (name, _encoder(member))
-            for name, member in shape.members.items()
-            if member.serialization.get("location") is None
-        )
+        # None for members passed through as they are, which saves a call per member.
+        members = [
+            (name, None if encode is _identity else encode)
+            for name, encode in sorted(
+                (name, _encoder(member))
+                for name, member in shape.members.items()
+                if member.serialization.get("location") is None
+            )
+        ]
 
         def encode_structure(value: dict[str, Any]) -> dict[str, Any]:
             out = {}
+            get = value.get
             for name, encode in members:
-                item = value.get(name)
-                out[name] = None if item is None else encode(item)
+                item = get(name)
+                out[name] = item if item is None or encode is None else encode(item)
             return out
 
         return encode_structure

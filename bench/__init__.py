@@ -1,0 +1,1 @@
+"""chimeproxy benchmark harness: `python -m bench` (see docs/performance.md)."""

@@ -1,0 +1,522 @@
+"""chimeproxy benchmark: the server against a bare-ASGI baseline measured in the same run.
+
+    .venv/bin/python -m bench [--quick] [--out bench/results/latest.json]
+
+Seeds a fresh SQLite database in a temporary directory (bulk inserts straight into the store:
+see bench/seed.py for exactly what), starts chimeproxy on it in strict SigV4 mode and a bare
+ASGI app on the same uvicorn options, and drives both with wrk (one thread, pinned to one CPU,
+the servers on the other) replaying requests signed like boto3's. Every chimeproxy figure is
+read against a baseline run made right before it, so a noisy machine moves both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import seed as seeding
+from bench.servers import (
+    Pinning,
+    Server,
+    baseline_server,
+    chimeproxy_server,
+    run_wrk,
+    send_raw,
+)
+from bench.signing import Call, Signer, unsigned_route, write_raw
+
+ACCESS_KEY = "AKIDCHIMEPROXYBENCH1"
+DEFAULT_OUT = Path(__file__).with_name("results") / "latest.json"
+TARGETS_TEXT = {
+    "get_ratio": "GetProxySession (1M sessions) >= 0.5x baseline req/s",
+    "create_ratio": "CreateProxySession (10,000-number pool) >= 0.1x baseline req/s",
+    "get_scaling": "GetProxySession at 1M vs at 10k sessions >= 0.8x",
+    "get_p99": "GetProxySession p99 at 32 connections <= 3x baseline p99",
+    "rss": "server peak RSS with 1M sessions <= 150 MiB",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A measured operation: its name, and how to build its request file for a dataset."""
+
+    key: str
+    name: str
+    build: Callable[[Signer, seeding.Seeded, int], Iterator[bytes] | Iterator[Call]]
+    count: int  # distinct requests to pre-build (cycled by wrk)
+
+
+def _get_calls(signer: Signer, data: seeding.Seeded, count: int) -> Iterator[Call]:
+    base = f"/voice-connectors/{data.connector_id}/proxy-sessions/"
+    for index in range(count):
+        yield Call("GET", base + data.sample_ids[index % len(data.sample_ids)])
+
+
+def _list_calls(signer: Signer, data: seeding.Seeded, count: int) -> Iterator[Call]:
+    path = f"/voice-connectors/{data.connector_id}/proxy-sessions?max-results=100"
+    for _ in range(count):
+        yield Call("GET", path)
+
+
+def _update_calls(signer: Signer, data: seeding.Seeded, count: int) -> Iterator[Call]:
+    base = f"/voice-connectors/{data.connector_id}/proxy-sessions/"
+    for index in range(count):
+        session_id = data.open_ids[index % len(data.open_ids)]
+        # Alternating expiries really change the row and its routes' expiry each time.
+        body = {"Capabilities": ["Voice", "SMS"], "ExpiryMinutes": 60 + 30 * (index % 2)}
+        yield Call("POST", base + session_id, body)
+
+
+class _CreateCalls:
+    """Creates with participant pairs never used before in this run (distinct per request)."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def __call__(self, signer: Signer, data: seeding.Seeded, count: int) -> Iterator[Call]:
+        path = f"/voice-connectors/{data.connector_id}/proxy-sessions"
+        start, self.next = self.next, self.next + count
+        for index in range(start, start + count):
+            pair = [seeding.participant(4, index), seeding.participant(5, index)]
+            yield Call("POST", path, {"ParticipantPhoneNumbers": pair, "Capabilities": ["Voice"]})
+
+
+def _route_requests(signer: Signer, data: seeding.Seeded, count: int) -> Iterator[bytes]:
+    for index in range(count):
+        first, _second, number = data.open_participants[index % len(data.open_participants)]
+        yield unsigned_route(signer.host, first, number)
+
+
+SCENARIOS = [
+    Scenario("get", "GetProxySession", _get_calls, 20_000),
+    Scenario("list", "ListProxySessions (page of 100)", _list_calls, 200),
+    Scenario("update", "UpdateProxySession", _update_calls, 10_000),
+    Scenario("route", "POST /_chimeproxy/route", _route_requests, 10_000),
+    Scenario("create", "CreateProxySession", _CreateCalls(), 40_000),
+]
+
+
+def _build(scenario: Scenario, signer: Signer, data: seeding.Seeded, count: int, path: Path) -> int:
+    items = list(scenario.build(signer, data, count))
+    if items and isinstance(items[0], Call):
+        return signer.write(items, path)  # type: ignore[arg-type]
+    return write_raw(items, path)  # type: ignore[arg-type]
+
+
+def _first_request(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        length = int(handle.readline())
+        return handle.read(length)
+
+
+class Bench:
+    """One benchmark run: servers, datasets, measurements, and the report."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.pinning = Pinning.choose(not args.no_pin)
+        self.secret = secrets.token_hex(20)
+        self.credentials = workdir / "credentials.csv"
+        self.credentials.write_text(
+            f"access_key_id,secret_access_key,account_id\n{ACCESS_KEY},{self.secret},"
+            f"{seeding.ACCOUNT}\n"
+        )
+        self.rows: list[dict[str, Any]] = []
+        self.datasets: dict[str, dict[str, Any]] = {}
+        self.memory: dict[str, dict[str, float]] = {}
+        self.skipped: list[str] = []
+        self.baseline = baseline_server(workdir, self.pinning)
+        self.baseline_requests = workdir / "baseline.req"
+
+    def log(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def wrk(self, host: str, requests: Path, duration: float) -> dict[str, Any]:
+        return run_wrk(
+            host,
+            requests,
+            self.workdir / "wrk.json",
+            duration=duration,
+            connections=self.args.connections,
+            pinning=self.pinning,
+        )
+
+    def measure_baseline(self) -> dict[str, Any]:
+        return self.wrk(self.baseline.host, self.baseline_requests, self.args.duration)
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        self.baseline.start()
+        try:
+            for label, sessions in self.dataset_plan():
+                self.run_dataset(label, sessions)
+        finally:
+            self.baseline.stop()
+        return self.report(time.monotonic() - started)
+
+    def dataset_plan(self) -> list[tuple[str, int]]:
+        if self.args.quick:
+            return [(_label(self.args.small), self.args.small)]
+        return [
+            (_label(self.args.small), self.args.small),
+            (_label(self.args.large), self.args.large),
+        ]
+
+    def run_dataset(self, label: str, sessions: int) -> None:
+        directory = self.workdir / label
+        directory.mkdir()
+        self.log(
+            f"seeding {sessions:,} sessions, {self.args.pool:,} numbers (bulk, into the store)"
+        )
+        data = seeding.seed(
+            str(directory / "chimeproxy.db"),
+            sessions=sessions,
+            pool=self.args.pool,
+            open_sessions=min(self.args.open_sessions, sessions),
+        )
+        if seeding.check_invariant(data.database_path):
+            raise RuntimeError("seeded data breaks the routing invariant")
+        if self.args.allocation_index:
+            seeding.add_allocation_index(data.database_path)
+        self.datasets[label] = {
+            "sessions": sessions,
+            "open_sessions": data.open_sessions,
+            "pool_numbers": len(data.pool),
+            "seed_seconds": round(data.seconds, 1),
+            "database_mib": round(Path(data.database_path).stat().st_size / 2**20, 1),
+        }
+        self.log(f"seeded in {data.seconds:.1f}s; starting chimeproxy")
+        server = chimeproxy_server(
+            directory,
+            f"sqlite:///{data.database_path}",
+            self.credentials,
+            self.pinning,
+            self.args.server_log_level,
+            self.args.variant,
+        ).start()
+        try:
+            signer = Signer(server.host, ACCESS_KEY, self.secret, seeding.REGION)
+            for scenario in SCENARIOS:
+                if scenario.key in self.args.scenarios:
+                    self.run_scenario(scenario, server, signer, data, label)
+            self.memory[label] = server.memory()
+        finally:
+            server.stop()
+
+    def run_scenario(
+        self, scenario: Scenario, server: Server, signer: Signer, data: seeding.Seeded, label: str
+    ) -> None:
+        requests = self.workdir / f"{scenario.key}.req"
+        count = scenario.count if not self.args.quick else min(scenario.count, 5_000)
+        _build(scenario, signer, data, min(count, 500), requests)
+        status, body = send_raw(server.host, _first_request(requests))
+        if scenario.key == "route" and status == 404:
+            self.log("POST /_chimeproxy/route is not in this server: skipped")
+            self.skipped.append(f"{scenario.name}: not implemented by this server")
+            return
+        if not 200 <= status < 300:
+            raise RuntimeError(f"{scenario.name} answered {status}: {body[:500]!r}")
+        self.log(f"{label} {scenario.name}: warm-up {self.args.warmup}s")
+        _build(scenario, signer, data, count, requests)
+        self.wrk(server.host, requests, self.args.warmup)
+        for attempt in range(self.args.repeat):
+            # Fresh signatures for every run: they are valid for 5 minutes only. The baseline
+            # gets the very bytes of Get requests, so both servers parse the same headers.
+            baseline_signer = Signer(self.baseline.host, ACCESS_KEY, self.secret, seeding.REGION)
+            baseline_signer.write(_get_calls(baseline_signer, data, 1000), self.baseline_requests)
+            _build(scenario, signer, data, count, requests)
+            base = self.measure_baseline()
+            result = self.wrk(server.host, requests, self.args.duration)
+            row = {
+                "key": scenario.key,
+                "operation": scenario.name,
+                "dataset": label,
+                "attempt": attempt,
+                **result,
+                "baseline_rps": base["rps"],
+                "baseline_p50_ms": base["p50_ms"],
+                "baseline_p99_ms": base["p99_ms"],
+                "ratio": round(result["rps"] / base["rps"], 3),
+                "p99_ratio": round(result["p99_ms"] / max(base["p99_ms"], 1e-3), 2),
+            }
+            self.rows.append(row)
+            self.log(
+                f"{label} {scenario.name}: {result['rps']:.0f} req/s "
+                f"(baseline {base['rps']:.0f}, x{row['ratio']:.3f}), p99 {result['p99_ms']:.2f} ms"
+                + (f", {result['errors']} errors" if result["errors"] else "")
+            )
+        if self.args.profile:
+            self.profile(scenario, server, signer, data, label, requests, count)
+
+    def profile(
+        self,
+        scenario: Scenario,
+        server: Server,
+        signer: Signer,
+        data: seeding.Seeded,
+        label: str,
+        requests: Path,
+        count: int,
+    ) -> None:
+        """An extra, unreported run under py-spy (sampling slows the server down)."""
+        self.args.profile.mkdir(parents=True, exist_ok=True)
+        output = self.args.profile / f"{label}-{scenario.key}.txt"
+        _build(scenario, signer, data, count, requests)
+        command = [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record", "--pid", str(server.pid), "--rate", "250", "--format", "raw",
+            "--nonblocking", "--duration", str(round(self.args.duration)),
+            "--output", str(output),
+        ]  # fmt: skip
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wrk(server.host, requests, self.args.duration)
+        spy.wait()
+        self.log(f"profile: {output}")
+
+    def report(self, seconds: float) -> dict[str, Any]:
+        baseline, rows = summarize(self.rows)
+        labels = (_label(self.args.large), _label(self.args.small))
+        return {
+            "meta": {
+                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "mode": "quick" if self.args.quick else "full",
+                "seconds": round(seconds, 1),
+                "python": platform.python_version(),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                "pinning": {"wrk_cpu": self.pinning.client, "server_cpu": self.pinning.server},
+                "connections": self.args.connections,
+                "duration_s": self.args.duration,
+                "repeat": self.args.repeat,
+                "server_log_level": self.args.server_log_level,
+                "allocation_index_experiment": self.args.allocation_index,
+                "variant": self.args.variant or "current",
+                "seeding": "bulk executemany straight into the store (bench/seed.py)",
+                "wrk": _wrk_version(),
+            },
+            "datasets": self.datasets,
+            "baseline": baseline,
+            "rows": rows,
+            "all_runs": self.rows,
+            "memory": self.memory,
+            "targets": targets(rows, self.memory, *labels),
+            "labels": {"large": labels[0], "small": labels[1]},
+            "skipped": self.skipped,
+        }
+
+
+def summarize(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The reference baseline and one row per (operation, dataset), best of N.
+
+    Noise on a shared machine only ever slows a run down, and it slows the baseline most (a
+    fast server makes wrk the bottleneck, and wrk shares the machine too), so the fastest
+    attempt of each is the truest; every row's ratios are to the fastest baseline attempt of
+    the run. `adjacent_ratio` keeps the ratio to the baseline run made right before."""
+    if not runs:
+        return {"rps": None, "p50_ms": None, "p99_ms": None, "runs": 0}, []
+    fastest = max(runs, key=lambda r: r["baseline_rps"])
+    baseline = {
+        "rps": fastest["baseline_rps"],
+        "p50_ms": fastest["baseline_p50_ms"],
+        "p99_ms": fastest["baseline_p99_ms"],
+        "rps_slowest": min(r["baseline_rps"] for r in runs),
+        "runs": len(runs),
+    }
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        grouped.setdefault((run["key"], run["dataset"]), []).append(run)
+    rows = []
+    for attempts in grouped.values():
+        best = max(attempts, key=lambda r: r["rps"])
+        rows.append(
+            {
+                **best,
+                "attempts": len(attempts),
+                "adjacent_ratio": best["ratio"],
+                "ratio": round(best["rps"] / baseline["rps"], 3),
+                "p99_ratio": round(best["p99_ms"] / max(baseline["p99_ms"], 1e-3), 2),
+            }
+        )
+    return baseline, rows
+
+
+def targets(
+    rows: list[dict[str, Any]], memory: dict[str, dict[str, float]], large: str, small: str
+) -> dict[str, dict[str, Any]]:
+    """Each target of the issue with its value, met (True/False) or None when not measured."""
+    by = {(r["key"], r["dataset"]): r for r in rows}
+    results: dict[str, dict[str, Any]] = {}
+
+    def put(key: str, value: float | None, limit: float, at_most: bool = False) -> None:
+        met = None if value is None else (value <= limit if at_most else value >= limit)
+        results[key] = {"target": TARGETS_TEXT[key], "value": value, "met": met}
+
+    get_large = by.get(("get", large))
+    get_small = by.get(("get", small))
+    create = by.get(("create", large)) or by.get(("create", small))
+    put("get_ratio", get_large["ratio"] if get_large else None, 0.5)
+    put("create_ratio", create["ratio"] if create else None, 0.1)
+    scaling = round(get_large["rps"] / get_small["rps"], 3) if get_large and get_small else None
+    put("get_scaling", scaling, 0.8)
+    get_any = get_large or get_small
+    put("get_p99", get_any["p99_ratio"] if get_any else None, 3.0, at_most=True)
+    peak = memory.get(large)
+    put("rss", round(peak["peak_rss_mib"], 1) if peak else None, 150.0, at_most=True)
+    return results
+
+
+def _label(sessions: int) -> str:
+    if sessions >= 1_000_000 and sessions % 1_000_000 == 0:
+        return f"{sessions // 1_000_000}M"
+    if sessions >= 1000 and sessions % 1000 == 0:
+        return f"{sessions // 1000}k"
+    return str(sessions)
+
+
+def _wrk_version() -> str:
+    finished = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return (finished.stdout or finished.stderr).splitlines()[0].strip()
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The human-readable table: every row with its ratio to the baseline of the same run."""
+    base = report["baseline"]
+    lines = [
+        f"{'operation':<34} {'sessions':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'x base':>7} {'p99 x':>6} {'errors':>6}",
+        "-" * 94,
+    ]
+    if base["rps"] is not None:
+        lines.append(
+            f"{'baseline (bare ASGI app)':<34} {'-':>8} {base['rps']:>8.0f} "
+            f"{base['p50_ms']:>8.2f} {base['p99_ms']:>8.2f} {1:>7.3f} {1:>6.2f} {0:>6}"
+        )
+    for row in report["rows"]:
+        lines.append(
+            f"{row['operation']:<34} {row['dataset']:>8} {row['rps']:>8.0f} "
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['ratio']:>7.3f} "
+            f"{row['p99_ratio']:>6.2f} {row['errors']:>6}"
+        )
+    for label, memory in report["memory"].items():
+        lines.append(
+            f"server peak RSS, {label} sessions: {memory['peak_rss_mib']:.1f} MiB "
+            f"(now {memory['rss_mib']:.1f})"
+        )
+    for skipped in report["skipped"]:
+        lines.append(f"skipped: {skipped}")
+    lines.append("")
+    lines.append("targets:")
+    for target in report["targets"].values():
+        mark = {True: "MET ", False: "MISS", None: "n/a "}[target["met"]]
+        value = "-" if target["value"] is None else target["value"]
+        lines.append(f"  [{mark}] {target['target']}: {value}")
+    lines.append(
+        "best of each operation's attempts; x base: its req/s over the fastest baseline attempt "
+        "of the run; p99 x: its p99 over that attempt's p99."
+    )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small dataset, short runs (< 2 min)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument("--large", type=int, default=1_000_000, help="sessions, large dataset")
+    parser.add_argument("--small", type=int, default=10_000, help="sessions, small dataset")
+    parser.add_argument("--pool", type=int, default=10_000, help="proxy numbers in the pool")
+    parser.add_argument("--open-sessions", type=int, default=10_000, help="of them Open")
+    parser.add_argument("--duration", type=float, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up per operation")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per operation (median)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(s.key for s in SCENARIOS),
+        help="comma-separated subset of " + ",".join(s.key for s in SCENARIOS),
+    )
+    parser.add_argument(
+        "--server-log-level", default="info", help="chimeproxy --log-level (default: its own)"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument(
+        "--variant",
+        choices=["before", "no-gc-freeze"],
+        help="run the server with this benchmark's optimizations off (bench/variants.py)",
+    )
+    parser.add_argument(
+        "--allocation-index",
+        action="store_true",
+        help="experiment: add the index docs/performance.md proposes for CreateProxySession "
+        "to the seeded database (not part of the shipped schema)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--report", type=Path, help="only re-summarize and print an earlier results file"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="also record each operation with py-spy (an extra run) into this directory",
+    )
+    args = parser.parse_args(argv)
+    args.scenarios = set(args.scenarios.split(","))
+    unknown = args.scenarios - {s.key for s in SCENARIOS}
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.duration is None:
+        args.duration = 3.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 1.0 if args.quick else 2.0
+    return args
+
+
+def rerender(path: Path) -> int:
+    """Summarize a results file's attempts again (as this version does) and print the table."""
+    report = orjson.loads(path.read_bytes())
+    labels = report.get("labels") or {"large": "1M", "small": "10k"}
+    report["baseline"], report["rows"] = summarize(report["all_runs"])
+    report["targets"] = targets(report["rows"], report["memory"], labels["large"], labels["small"])
+    report["labels"] = labels
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    print(format_table(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.report is not None:
+        return rerender(args.report)
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="chimeproxy-bench-"))
+    try:
+        report = Bench(args, workdir).run()
+    finally:
+        if args.keep:
+            print(f"bench: kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    print(format_table(report))
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Bulk seeding of a fresh chimeproxy SQLite database, straight into the store.
+
+Going through the API would take hours for a million sessions, so the schema comes from the
+server's own Alembic migrations and the rows go in with `executemany`, column names taken from
+`chimeproxy.store.schema` so they cannot drift from it. What is seeded, and how it keeps the
+routing invariant:
+
+- one voice connector with a proxy configuration (pool country US, default expiry 60 min);
+- `pool` phone numbers (US local numbers of the built-in fictional catalog), Assigned to it;
+- `sessions` proxy sessions: the newest `open_sessions` are Open with their two `active_routes`
+  rows each (every Open session has participants of its own, so no participant is twice on a
+  proxy number); all the others are Closed and still inside the retention period, so they are
+  readable but hold no route — the shape of a busy deployment, where closed sessions kept for
+  30 days far outnumber the live ones;
+- a `pair_history` row per (pair, proxy number), with the pair's latest use;
+- each number's `last_allocated_at` is the last time a seeded session got it.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table
+
+from chimeproxy.domain.catalog import Catalog
+from chimeproxy.domain.ids import voice_connector_id
+from chimeproxy.store.database import Database
+from chimeproxy.store.schema import (
+    active_routes,
+    pair_history,
+    phone_numbers,
+    proxy_configs,
+    proxy_sessions,
+    voice_connectors,
+)
+
+ACCOUNT = "111122223333"
+REGION = "us-east-1"
+CONNECTOR_PK = 1
+DEFAULT_EXPIRY_MINUTES = 60
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+CHUNK = 50_000
+CAPABILITIES = "InboundCall,InboundSMS,OutboundCall,OutboundSMS"
+
+
+@dataclass
+class Seeded:
+    """What the load generator needs to know about the seeded database."""
+
+    database_path: str
+    connector_id: str
+    sessions: int
+    open_sessions: int
+    pool: list[str]
+    # A uniform sample of session ids (Get targets) and the Open sessions' ids and participants.
+    sample_ids: list[str] = field(default_factory=list)
+    open_ids: list[str] = field(default_factory=list)
+    open_participants: list[tuple[str, str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _columns(table: Table) -> list[str]:
+    return [column.name for column in table.columns]
+
+
+def _insert(connection: sqlite3.Connection, table: Table, rows: Iterator[dict[str, Any]]) -> None:
+    """executemany in chunks, so a million rows never sit in memory at once."""
+    names = _columns(table)
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    chunk: list[tuple[Any, ...]] = []
+    for row in rows:
+        chunk.append(tuple(row.get(name) for name in names))
+        if len(chunk) >= CHUNK:
+            connection.executemany(sql, chunk)
+            chunk.clear()
+    if chunk:
+        connection.executemany(sql, chunk)
+
+
+def participant(kind: int, index: int) -> str:
+    """A valid, distinct NANP number per (kind, index); kinds use disjoint area codes.
+
+    kind 0/1: closed sessions' riders/drivers; 2/3: Open sessions' two participants;
+    4/5: CreateProxySession's participants (never seeded, so every create is new).
+    """
+    area = ("206", "253", "425", "360", "503", "971")[kind]
+    exchange = 200 + index // 10_000  # 200..999 stays a valid exchange up to 8,000,000
+    return f"+1{area}{exchange:03d}{index % 10_000:04d}"
+
+
+def pool_numbers(count: int) -> list[tuple[str, str]]:
+    """(e164, area code) of the first `count` US local numbers of the built-in catalog."""
+    numbers = [
+        (n.e164, n.area_code or "")
+        for n in Catalog.builtin()
+        if n.country == "US" and n.number_type == "Local"
+    ]
+    if len(numbers) < count:
+        raise ValueError(f"the built-in catalog has only {len(numbers)} US local numbers")
+    return numbers[:count]
+
+
+def seed(
+    path: str,
+    *,
+    sessions: int,
+    pool: int,
+    open_sessions: int,
+    riders: int = 200_000,
+    drivers: int = 50_000,
+    sample: int = 20_000,
+    rng_seed: int = 7,
+) -> Seeded:
+    """Create the schema with the server's migrations, then bulk-insert the dataset."""
+    started = time.perf_counter()
+    rng = random.Random(rng_seed)
+    Database(f"sqlite:///{path}").upgrade()
+    now = int(time.time() * 1000)
+    open_sessions = min(open_sessions, sessions)
+    closed = sessions - open_sessions
+    connector_id = voice_connector_id()
+    numbers = pool_numbers(pool)
+
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=OFF")
+    connection.execute("BEGIN")
+    _insert(
+        connection,
+        voice_connectors,
+        iter(
+            [
+                {
+                    "pk": CONNECTOR_PK,
+                    "account": ACCOUNT,
+                    "region": REGION,
+                    "id": connector_id,
+                    "name": "bench",
+                    "aws_region": REGION,
+                    "require_encryption": False,
+                    "created_at": now - 30 * DAY_MS,
+                    "updated_at": now - 30 * DAY_MS,
+                }
+            ]
+        ),
+    )
+    _insert(
+        connection,
+        proxy_configs,
+        iter(
+            [
+                {
+                    "voice_connector_pk": CONNECTOR_PK,
+                    "default_expiry_minutes": DEFAULT_EXPIRY_MINUTES,
+                    "countries": "US",
+                    "fallback_number": None,
+                    "disabled": False,
+                    "updated_at": now - 30 * DAY_MS,
+                }
+            ]
+        ),
+    )
+
+    # Closed sessions over the last 20 days (retention is 30), then the Open ones over the last
+    # 10 minutes; created_at increases with pk, as it does when the API creates them.
+    span_closed = 20 * DAY_MS
+    last_allocated: dict[str, int] = {}
+    history: dict[tuple[str, str], int] = {}
+    sample_every = max(1, sessions // sample)
+    seeded = Seeded(path, connector_id, sessions, open_sessions, [e for e, _ in numbers])
+
+    def session_rows() -> Iterator[dict[str, Any]]:
+        for index in range(sessions):
+            is_open = index >= closed
+            if is_open:
+                k = index - closed
+                created = now - 10 * MINUTE_MS + (k * 10 * MINUTE_MS) // max(1, open_sessions)
+                first, second = participant(2, k), participant(3, k)
+            else:
+                created = now - 20 * DAY_MS - DAY_MS + (index * span_closed) // max(1, closed)
+                first = participant(0, rng.randrange(riders))
+                second = participant(1, rng.randrange(drivers))
+            number = numbers[index % len(numbers)][0]
+            expires = created + DEFAULT_EXPIRY_MINUTES * MINUTE_MS
+            session_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            if index % sample_every == 0:
+                seeded.sample_ids.append(session_id)
+            if is_open:
+                seeded.open_ids.append(session_id)
+                seeded.open_participants.append((first, second, number))
+            last_allocated[number] = created
+            pair = "|".join(sorted((first, second)))
+            history[(pair, number)] = created
+            yield {
+                "pk": index + 1,
+                "voice_connector_pk": CONNECTOR_PK,
+                "id": session_id,
+                "name": None,
+                "status": "Open" if is_open else "Closed",
+                "capabilities": "Voice,SMS",
+                "expiry_minutes": DEFAULT_EXPIRY_MINUTES,
+                "expiry_minutes_given": False,
+                "number_selection_behavior": None,
+                "geo_match_level": None,
+                "geo_country": None,
+                "geo_area_code": None,
+                "participant_1": first,
+                "participant_2": second,
+                "proxy_number": number,
+                "created_at": created,
+                "updated_at": created,
+                "expires_at": expires,
+                "ended_at": None if is_open else expires,
+            }
+
+    _insert(connection, proxy_sessions, session_rows())
+    _insert(
+        connection,
+        active_routes,
+        (
+            {
+                "voice_connector_pk": CONNECTOR_PK,
+                "participant": who,
+                "proxy_number": number,
+                "session_pk": closed + k + 1,
+                "expires_at": now
+                - 10 * MINUTE_MS
+                + (k * 10 * MINUTE_MS) // max(1, open_sessions)
+                + DEFAULT_EXPIRY_MINUTES * MINUTE_MS,
+            }
+            for k, (first, second, number) in enumerate(seeded.open_participants)
+            for who in (first, second)
+        ),
+    )
+    _insert(
+        connection,
+        pair_history,
+        (
+            {
+                "voice_connector_pk": CONNECTOR_PK,
+                "pair": pair,
+                "proxy_number": number,
+                "last_used_at": at,
+            }
+            for (pair, number), at in history.items()
+        ),
+    )
+    history.clear()
+    _insert(
+        connection,
+        phone_numbers,
+        (
+            {
+                "account": ACCOUNT,
+                "region": REGION,
+                "e164": e164,
+                "country": "US",
+                "area_code": area_code,
+                "number_type": "Local",
+                "product_type": "VoiceConnector",
+                "status": "Assigned",
+                "capabilities": CAPABILITIES,
+                "voice_connector_pk": CONNECTOR_PK,
+                "associated_at": now - 30 * DAY_MS,
+                "last_allocated_at": last_allocated.get(e164),
+                "created_at": now - 30 * DAY_MS,
+                "updated_at": now - 30 * DAY_MS,
+            }
+            for e164, area_code in numbers
+        ),
+    )
+    connection.execute("COMMIT")
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    seeded.seconds = time.perf_counter() - started
+    return seeded
+
+
+def check_invariant(path: str) -> Sequence[tuple[Any, ...]]:
+    """Rows that would break the routing invariant (there should be none)."""
+    with sqlite3.connect(path) as connection:
+        return connection.execute(
+            "SELECT voice_connector_pk, participant, proxy_number, count(*) FROM active_routes "
+            "GROUP BY 1, 2, 3 HAVING count(*) > 1"
+        ).fetchall()
+
+
+# The index docs/performance.md proposes: CreateProxySession's pre-filter orders the pool by
+# (last_allocated_at, length(e164), e164), so with it SQLite reads a few index entries instead
+# of every number of the connector. An experiment here (`--allocation-index`), not the schema.
+ALLOCATION_INDEX = (
+    "CREATE INDEX ix_bench_phone_numbers_allocation "
+    "ON phone_numbers (voice_connector_pk, last_allocated_at, length(e164), e164)"
+)
+
+
+def add_allocation_index(path: str) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute(ALLOCATION_INDEX)
