@@ -15,7 +15,9 @@ def order_numbers(client: Any, count: int, **search: Any) -> list[str]:
     token = None
     while len(found) < count:
         page = client.search_available_phone_numbers(
-            MaxResults=min(100, count - len(found)), **search, **({"NextToken": token} if token else {})
+            MaxResults=min(100, count - len(found)),
+            **search,
+            **({"NextToken": token} if token else {}),
         )
         found += page["E164PhoneNumbers"]
         token = page.get("NextToken")

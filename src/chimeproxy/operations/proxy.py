@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from chimeproxy.dataplane import events
 from chimeproxy.domain import ids, lifecycle
 from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164, number_facts
 from chimeproxy.domain.selection import (
@@ -15,6 +16,7 @@ from chimeproxy.domain.selection import (
     SelectionRequest,
     available_in_order,
     covers,
+    required_number_capabilities,
     resolve_geo,
 )
 from chimeproxy.operations.common import DEFAULT_PAGE, next_token, page_after, require_connector
@@ -97,14 +99,75 @@ def _require_config(connection: Connection, connector: RowMapping) -> RowMapping
 
 
 def _require_session(
-    connection: Connection, context: Context, connector: RowMapping, session_id: str, now: int
+    connection: Connection,
+    context: Context,
+    connector: RowMapping,
+    session_id: str,
+    now: int,
+    *,
+    lock: bool = False,
 ) -> RowMapping:
     row = proxy.find_session(
-        connection, connector["pk"], session_id, now, context.services.settings.retention_ms
+        connection,
+        connector["pk"],
+        session_id,
+        now,
+        context.services.settings.retention_ms,
+        lock=lock,
     )
     if row is None:
         raise NotFoundException(f"Proxy session {session_id} not found.")
     return row
+
+
+# Number selection.
+
+# Candidates the SQL pre-filter reads beyond the pair's own numbers; the choice is always the
+# first of them (or a pair number), the rest only keep the ranking meaningful.
+PREFILTER_LIMIT = 8
+
+
+def ranked_numbers(
+    connection: Connection,
+    connector_pk: int,
+    request: SelectionRequest,
+    now: int,
+    *,
+    prefilter: bool = True,
+    limit: int = PREFILTER_LIMIT,
+) -> list[Candidate]:
+    """The available numbers, best first (domain/selection.py decides). With `prefilter`, SQL
+    reads only the few rows that can win instead of the connector's whole pool; when none
+    passes, the full pool is read so that PoolExhausted names the rule exactly as before."""
+    busy = proxy.busy_numbers(connection, connector_pk, request.participants, now)
+    history = proxy.pair_numbers(connection, connector_pk, proxy.pair_key(*request.participants))
+    rows: list[RowMapping] = []
+    if prefilter:
+        geo = request.geo
+        rows = proxy.candidate_numbers(
+            connection,
+            connector_pk,
+            busy=busy,
+            had=history.keys(),
+            countries=request.pool_countries,
+            needed=required_number_capabilities(request.capabilities),
+            geo_country=geo.country if geo else None,
+            geo_area_code=geo.area_code if geo and geo.level == "AreaCode" else None,
+            limit=limit,
+        )
+    if not rows:
+        rows = proxy.connector_numbers(connection, connector_pk)
+    candidates = [
+        Candidate(
+            e164=row["e164"],
+            country=row["country"],
+            area_code=row["area_code"],
+            capabilities=frozenset(row["capabilities"].split(",")),
+            last_allocated_at=row["last_allocated_at"],
+        )
+        for row in rows
+    ]
+    return available_in_order(request, candidates, busy, history)
 
 
 # Proxy configuration.
@@ -218,25 +281,11 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
             behavior=behavior or DEFAULT_BEHAVIOR,
             geo=geo,
         )
-        candidates = [
-            Candidate(
-                e164=row["e164"],
-                country=row["country"],
-                area_code=row["area_code"],
-                capabilities=frozenset(row["capabilities"].split(",")),
-                last_allocated_at=row["last_allocated_at"],
-            )
-            for row in proxy.connector_numbers(connection, connector["pk"])
-        ]
         try:
-            ranked = available_in_order(
-                request,
-                candidates,
-                proxy.busy_numbers(connection, connector["pk"], participants, now),
-                proxy.pair_numbers(connection, connector["pk"], proxy.pair_key(*participants)),
-            )
+            ranked = ranked_numbers(connection, connector["pk"], request, now)
         except PoolExhausted as exc:
             raise BadRequestException(str(exc)) from exc
+        created_at = proxy.creation_stamp(connection, connector["pk"], now)
         session = {
             "voice_connector_pk": connector["pk"],
             "id": ids.uuid_id(),
@@ -252,9 +301,9 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
             "participant_1": participants[0],
             "participant_2": participants[1],
             "proxy_number": ranked[0].e164,
-            "created_at": now,
-            "updated_at": now,
-            "expires_at": lifecycle.expires_at(now, expiry),
+            "created_at": created_at,
+            "updated_at": created_at,
+            "expires_at": lifecycle.expires_at(created_at, expiry),
             "ended_at": None,
         }
         session_pk = proxy.insert_session(connection, session)
@@ -263,12 +312,25 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
         proxy.record_allocation(connection, connector["pk"], session, session_pk)
         return session_shape(session, connector["id"], now)  # type: ignore[arg-type]
 
-    return {"ProxySession": services.db.write_retrying(allocate)}
+    created = services.db.write_retrying(allocate)
+    return {"ProxySession": events.session_event(context, "created", created)}
 
 
 @operation("GetProxySession")
 def get_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     now = context.services.clock.now_ms()
+    # One prepared statement (docs/performance.md); on a miss the path below words the error.
+    found = proxy.find_session_by_ids(
+        context.services.db.engine,
+        context.account,
+        context.region,
+        params["VoiceConnectorId"],
+        params["ProxySessionId"],
+        now,
+        context.services.settings.retention_ms,
+    )
+    if found is not None:
+        return {"ProxySession": session_shape(found, found["voice_connector_id"], now)}  # type: ignore[arg-type]
     with context.services.db.read() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
         row = _require_session(connection, context, connector, params["ProxySessionId"], now)
@@ -307,7 +369,10 @@ def update_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     now = context.services.clock.now_ms()
     with context.services.db.write() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
-        row = _require_session(connection, context, connector, params["ProxySessionId"], now)
+        # Locked: a concurrent sweep must not close it between this check and the write.
+        row = _require_session(
+            connection, context, connector, params["ProxySessionId"], now, lock=True
+        )
         state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
         if state.status == lifecycle.CLOSED:
             raise BadRequestException(f"Proxy session {row['id']} is Closed and cannot change.")
@@ -332,7 +397,8 @@ def update_proxy_session(context: Context, params: dict[str, Any]) -> Output:
             else:
                 proxy.set_route_expiry(connection, row["pk"], expires)
         proxy.update_session(connection, row["pk"], changes)
-    return {"ProxySession": session_shape({**row, **changes}, connector["id"], now)}  # type: ignore[arg-type]
+    updated = session_shape({**row, **changes}, connector["id"], now)  # type: ignore[arg-type]
+    return {"ProxySession": events.session_event(context, "updated", updated)}
 
 
 @operation("DeleteProxySession")
@@ -340,6 +406,9 @@ def delete_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     now = context.services.clock.now_ms()
     with context.services.db.write() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
-        row = _require_session(connection, context, connector, params["ProxySessionId"], now)
+        row = _require_session(
+            connection, context, connector, params["ProxySessionId"], now, lock=True
+        )
         proxy.delete_session(connection, row["pk"])
+    events.session_event(context, "deleted", session_shape(row, connector["id"], now))
     return None

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
+    Engine,
     RowMapping,
     and_,
+    bindparam,
     delete,
     exists,
+    func,
+    literal,
     or_,
     select,
     tuple_,
@@ -20,12 +25,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from chimeproxy.domain.lifecycle import ACTIVE, CLOSED
+from chimeproxy.store.database import WriteConflict
+from chimeproxy.store.prepared import PreparedQuery
 from chimeproxy.store.schema import (
     active_routes,
     pair_history,
     phone_numbers,
     proxy_configs,
     proxy_sessions,
+    voice_connectors,
 )
 
 ps = proxy_sessions.c
@@ -75,6 +83,54 @@ def connector_numbers(connection: Connection, connector_pk: int) -> list[RowMapp
     return list(connection.execute(query).mappings())
 
 
+def candidate_numbers(
+    connection: Connection,
+    connector_pk: int,
+    *,
+    busy: Collection[str],
+    had: Collection[str],
+    countries: Iterable[str],
+    needed: Iterable[str],
+    geo_country: str | None,
+    geo_area_code: str | None,
+    limit: int,
+) -> list[RowMapping]:
+    """A pre-filter of `connector_numbers` for allocation, so a create reads a handful of rows
+    instead of the whole pool: the numbers that pass the selection's filters (pool countries,
+    number capabilities `needed`, geo, not `busy` for a participant), limited to the `limit`
+    first the pair never `had` in the general order (least recently allocated first, then the
+    lowest number: digits compare by length, then text), plus every such number it had.
+    That always contains the selection's choice; domain/selection.py still makes it.
+
+    `busy` and `had` come as lists (a few numbers each) rather than as subqueries: SQLite
+    would otherwise probe active_routes once per number of the pool."""
+    conditions = [
+        pn.voice_connector_pk == connector_pk,
+        pn.status == "Assigned",
+        pn.country.in_(list(countries)),
+    ]
+    padded = literal(",") + pn.capabilities + literal(",")
+    conditions += [padded.contains(f",{name},", autoescape=True) for name in needed]
+    if geo_country is not None:
+        conditions.append(pn.country == geo_country)
+    if geo_area_code is not None:
+        conditions.append(pn.area_code == geo_area_code)
+    if busy:
+        conditions.append(pn.e164.not_in(list(busy)))
+    columns = (pn.e164, pn.country, pn.area_code, pn.capabilities, pn.last_allocated_at)
+    general = select(*columns).where(*conditions)
+    if had:
+        general = general.where(pn.e164.not_in(list(had)))
+    general = general.order_by(
+        pn.last_allocated_at.asc().nulls_first(), func.length(pn.e164), pn.e164
+    ).limit(limit)
+    rows = list(connection.execute(general).mappings())
+    if had:
+        sticky = select(*columns).where(*conditions, pn.e164.in_(list(had)))
+        rows += connection.execute(sticky).mappings()
+    return rows
+
+
 def is_connector_number(connection: Connection, connector_pk: int, numbers: Iterable[str]) -> bool:
     query = select(
         exists().where(pn.voice_connector_pk == connector_pk, pn.e164.in_(list(numbers)))
@@ -95,12 +151,36 @@ def release_expired_routes(
     session_pks = list(connection.scalars(expired))
     if not session_pks:
         return
-    connection.execute(delete(active_routes).where(ar.session_pk.in_(session_pks)))
-    connection.execute(
-        update(proxy_sessions)
-        .where(ps.pk.in_(session_pks), ps.status.in_(ACTIVE))
-        .values(status=CLOSED, ended_at=ps.expires_at)
+    close_expired_sessions(connection, now, ps.pk.in_(session_pks))
+
+
+def close_expired_sessions(connection: Connection, now: int, *where: ColumnElement[bool]) -> int:
+    """Record the closing of the sessions (among `where`) past their expiry, then release their
+    routes; the number of sessions closed.
+
+    Safe against concurrent writers under PostgreSQL's READ COMMITTED too: every writer locks a
+    session row before its routes (no lock-order deadlock), rows are locked in primary-key order,
+    and the UPDATE re-checks expiry on a row that a concurrent transaction changed, so a session
+    that an update has just extended stays open and keeps its routes."""
+    due = (
+        select(ps.pk)
+        .where(ps.status.in_(ACTIVE), ps.expires_at <= now, *where)
+        .order_by(ps.pk)
+        .with_for_update()
     )
+    closed = list(
+        connection.scalars(
+            update(proxy_sessions)
+            .where(ps.pk.in_(due), ps.status.in_(ACTIVE), ps.expires_at <= now)
+            .values(status=CLOSED, ended_at=ps.expires_at)
+            .returning(ps.pk)
+        )
+    )
+    for start in range(0, len(closed), 500):
+        connection.execute(
+            delete(active_routes).where(ar.session_pk.in_(closed[start : start + 500]))
+        )
+    return len(closed)
 
 
 def busy_numbers(
@@ -142,7 +222,9 @@ def record_allocation(
                 "session_pk": session_pk,
                 "expires_at": session["expires_at"],
             }
-            for participant in (session["participant_1"], session["participant_2"])
+            # In a fixed order, so that two creates for the same pair never wait on each other
+            # in a cycle (PostgreSQL would abort one as a deadlock).
+            for participant in sorted((session["participant_1"], session["participant_2"]))
         ],
     )
     history = _upsert(connection)(pair_history).values(
@@ -157,11 +239,31 @@ def record_allocation(
             set_={"last_used_at": session["created_at"]},
         )
     )
-    connection.execute(
+    # The number must still be this connector's: a disassociation that committed since the
+    # candidates were read leaves no row to update, and the create runs again without it.
+    marked = connection.execute(
         update(phone_numbers)
-        .where(pn.e164 == number)
+        .where(pn.e164 == number, pn.voice_connector_pk == connector_pk, pn.status == "Assigned")
         .values(last_allocated_at=session["created_at"])
     )
+    if marked.rowcount != 1:
+        raise WriteConflict("the chosen proxy number left the voice connector")
+
+
+def creation_stamp(connection: Connection, connector_pk: int, now: int) -> int:
+    """CreatedTimestamp for a new session: `now`, or just after the connector's newest session.
+
+    Listing pages by (CreatedTimestamp, id), so a new session must sort after every session a
+    reader may already have paged past: the connector row stays locked until commit (PostgreSQL;
+    SQLite writers are serialized anyway), which makes commit order the listing order, and the
+    stamp never repeats or goes back within a connector."""
+    connection.execute(
+        select(voice_connectors.c.pk).where(voice_connectors.c.pk == connector_pk).with_for_update()
+    )
+    newest = connection.scalar(
+        select(func.max(ps.created_at)).where(ps.voice_connector_pk == connector_pk)
+    )
+    return now if newest is None or newest < now else newest + 1
 
 
 # Sessions.
@@ -181,11 +283,22 @@ def _visible(now: int, retention_ms: int) -> ColumnElement[bool]:
 
 
 def find_session(
-    connection: Connection, connector_pk: int, session_id: str, now: int, retention_ms: int
+    connection: Connection,
+    connector_pk: int,
+    session_id: str,
+    now: int,
+    retention_ms: int,
+    *,
+    lock: bool = False,
 ) -> RowMapping | None:
+    """The session; with `lock`, its row stays locked until the transaction ends, so that a
+    decision taken on it (Closed or not) still holds when the change is written (PostgreSQL;
+    SQLite writers hold the database write lock anyway)."""
     query = select(proxy_sessions).where(
         ps.voice_connector_pk == connector_pk, ps.id == session_id, _visible(now, retention_ms)
     )
+    if lock:
+        query = query.with_for_update()
     return connection.execute(query).mappings().first()
 
 
@@ -238,3 +351,42 @@ def delete_session(connection: Connection, session_pk: int) -> None:
 def number_capabilities(connection: Connection, e164: str) -> frozenset[str]:
     value = connection.scalar(select(pn.capabilities).where(pn.e164 == e164))
     return frozenset(filter(None, (value or "").split(",")))
+
+
+# GetProxySession in one prepared statement (store/prepared.py): the session joined to its
+# connector, found by (account, region, connector id, session id), visible at `now`.
+_SESSION_BY_IDS = PreparedQuery(
+    select(proxy_sessions, voice_connectors.c.id.label("voice_connector_id"))
+    .join(voice_connectors, voice_connectors.c.pk == ps.voice_connector_pk)
+    .where(
+        voice_connectors.c.account == bindparam("account"),
+        voice_connectors.c.region == bindparam("region"),
+        voice_connectors.c.id == bindparam("connector_id"),
+        ps.id == bindparam("session_id"),
+        _visible(bindparam("now", type_=BigInteger), bindparam("retention_ms", type_=BigInteger)),
+    )
+)
+
+
+def find_session_by_ids(
+    engine: Engine,
+    account: str,
+    region: str,
+    connector_id: str,
+    session_id: str,
+    now: int,
+    retention_ms: int,
+) -> dict[str, Any] | None:
+    """The visible session with its `voice_connector_id`; None when there is none (or the
+    driver failed), for the caller to take the ordinary path and word the error."""
+    return _SESSION_BY_IDS.first(
+        engine,
+        {
+            "account": account,
+            "region": region,
+            "connector_id": connector_id,
+            "session_id": session_id,
+            "now": now,
+            "retention_ms": retention_ms,
+        },
+    )
