@@ -582,3 +582,13 @@ def test_csv_line_numbers_count_blank_and_quoted_lines() -> None:
 
 def test_catalog_error_is_a_value_error() -> None:
     assert issubclass(CatalogError, ValueError)
+
+
+def test_shipped_places_are_what_the_geodata_says() -> None:
+    """places.json is computed from phonenumbers' geodata (kept out of the server's memory);
+    after a phonenumbers upgrade, regenerate it with compute_places()."""
+    import json
+
+    from chimeproxy.domain.catalog import PLACES, compute_places
+
+    assert json.loads(PLACES.read_text(encoding="utf-8")) == compute_places()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 from bisect import bisect_left, bisect_right
@@ -15,7 +16,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
@@ -287,7 +289,29 @@ _AU_FICTION_TOLL_FREE: tuple[str, ...] = (
 )
 
 
+PLACES = Path(__file__).with_name("places.json")
+
+
 @cache
+def _places() -> dict[str, Any]:
+    """City and state names of the built-in catalog, computed from phonenumbers' geodata by
+    `compute_places()` and shipped: loading the geodata itself costs about 100 MB of memory."""
+    return json.loads(PLACES.read_text(encoding="utf-8"))
+
+
+def compute_places() -> dict[str, Any]:
+    """What places.json holds, from the geodata (tests/unit/test_catalog.py compares them)."""
+    blocks = {}
+    for block in _FICTION_BLOCKS:
+        first = f"{block.prefix}{0:0{block.digits}d}"
+        local = number_facts(first).number_type == LOCAL
+        blocks[first] = _block_city(first) if local else None
+    return {
+        "nanp": {npa: list(place) for npa, place in sorted(_nanp_localities().items())},
+        "blocks": dict(sorted(blocks.items())),
+    }
+
+
 def _nanp_localities() -> dict[str, tuple[str | None, str | None]]:
     """NANP area code -> (city, state) where most of its exchanges are, per the geodata."""
     # Imported here: the geodata is ~290k prefixes and only the built-in catalog needs it.
@@ -336,9 +360,9 @@ def _block_city(e164: str) -> str | None:
 
 def _builtin_numbers() -> Iterator[CatalogNumber]:
     """Every number of the built-in fictional catalog, NANP first."""
-    localities = _nanp_localities()
+    localities = _places()["nanp"]
     for npa, region in nanp_area_codes().items():
-        city, state = localities[npa]
+        city, state = localities.get(npa, (None, None))
         for line in _NANP_FICTION_LINES:
             yield CatalogNumber(
                 f"+1{npa}555{line:04d}", region, LOCAL, VOICE_AND_SMS, npa, city, state
@@ -352,7 +376,7 @@ def _builtin_numbers() -> Iterator[CatalogNumber]:
         # Every number in a block shares the facts and place of its first number.
         first = f"{block.prefix}{0:0{block.digits}d}"
         facts = number_facts(first)
-        city = _block_city(first) if facts.number_type == LOCAL else None
+        city = _places()["blocks"].get(first)
         for suffix in range(block.count):
             yield CatalogNumber(
                 f"{block.prefix}{suffix:0{block.digits}d}",
