@@ -74,6 +74,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServe
     drop_test_database(database)
 
 
+def start_strict_server(
+    directory: Path, key: str, secret: str, account: str, *extra_args: str
+) -> ChimeProxyServer:
+    """A server in strict SigV4 mode that knows one access key, over a fresh database."""
+    credentials = directory / "credentials.csv"
+    credentials.write_text(
+        f"access_key_id,secret_access_key,account_id\n{key},{secret},{account}\n"
+    )
+    credentials.chmod(0o600)
+    return ChimeProxyServer(
+        database=database_url(directory),
+        extra_args=["--credentials", str(credentials), *extra_args],
+        log_path=directory / "server.log",
+    ).start()
+
+
 def make_client(url: str, **overrides: Any) -> Any:
     options: dict[str, Any] = {
         "region_name": "us-east-1",

@@ -41,7 +41,7 @@ from chimeproxy.protocol.errors import BadRequestException
 from chimeproxy.protocol.model import service_model, success_status
 from chimeproxy.protocol.validate import compiled_pattern, validate
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import database_url, make_client
+from tests.conftest import make_client, start_strict_server
 from tests.integration.helpers import order_numbers
 
 EXAMPLES = int(os.environ.get("CHIMEPROXY_FUZZ_EXAMPLES", "2000"))
@@ -91,16 +91,7 @@ class World:
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
     directory = tmp_path_factory.mktemp("fuzz")
-    credentials = directory / "credentials.csv"
-    credentials.write_text(
-        f"access_key_id,secret_access_key,account_id\n{KEY},{SECRET},{ACCOUNT}\n"
-    )
-    credentials.chmod(0o600)
-    server = ChimeProxyServer(
-        database=database_url(directory),
-        extra_args=["--credentials", str(credentials), "--log-level", "warning"],
-        log_path=directory / "server.log",
-    ).start()
+    server = start_strict_server(directory, KEY, SECRET, ACCOUNT, "--log-level", "warning")
     yield server
     server.stop()
 

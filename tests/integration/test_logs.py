@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from chimeproxy.logs import REDACTED, JsonFormatter, redact
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import database_url, make_client
+from tests.conftest import make_client, start_strict_server
 from tests.integration.helpers import order_numbers
 
 KEY, SECRET, ACCOUNT = "AKIDLOGS000000000001", "s3cr3t-never-logged/abc+XYZ", "666666666666"
@@ -30,16 +30,7 @@ PARTICIPANTS = ("+14155550123", "+16175550124")
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
     directory = tmp_path_factory.mktemp("logs")
-    credentials = directory / "credentials.csv"
-    credentials.write_text(
-        f"access_key_id,secret_access_key,account_id\n{KEY},{SECRET},{ACCOUNT}\n"
-    )
-    credentials.chmod(0o600)
-    server = ChimeProxyServer(
-        database=database_url(directory),
-        extra_args=["--credentials", str(credentials), "--log-level", "debug"],
-        log_path=directory / "server.log",
-    ).start()
+    server = start_strict_server(directory, KEY, SECRET, ACCOUNT, "--log-level", "debug")
     yield server
     server.stop()
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, RowMapping
 
 from chimeproxy.domain.pagination import InvalidToken, decode_token, encode_token
+from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164
 from chimeproxy.operations.registry import Context
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.store import voice_connectors
@@ -43,6 +44,14 @@ def next_token(
 
 def _scope(context: Context, listing: str) -> str:
     return f"{context.account}:{context.region}:{listing}"
+
+
+def e164_member(raw: str, member: str) -> str:
+    """A phone-number member in E.164 (a missing `+` added), or 400 naming the member."""
+    try:
+        return normalize_e164(raw)
+    except InvalidPhoneNumber as exc:
+        raise BadRequestException(f"Invalid value for {member}: {exc}.") from exc
 
 
 def require_connector(connection: Connection, context: Context, connector_id: str) -> RowMapping:

@@ -13,6 +13,7 @@ from chimeproxy.domain.catalog import CatalogNumber
 from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164
 from chimeproxy.operations.common import (
     DEFAULT_PAGE,
+    e164_member,
     next_token,
     page_after,
     require_connector,
@@ -79,13 +80,6 @@ def order_shape(row: RowMapping) -> dict[str, Any]:
     }
 
 
-def _normalized(raw: str, member: str) -> str:
-    try:
-        return normalize_e164(raw)
-    except InvalidPhoneNumber as exc:
-        raise BadRequestException(f"Invalid value for {member}: {exc}.") from exc
-
-
 def _require_number(connection: Connection, context: Context, raw_id: str) -> RowMapping:
     try:
         e164 = normalize_e164(raw_id)
@@ -143,7 +137,7 @@ def search_available_phone_numbers(context: Context, params: dict[str, Any]) -> 
 @operation("CreatePhoneNumberOrder")
 def create_phone_number_order(context: Context, params: dict[str, Any]) -> Output:
     requested = list(
-        dict.fromkeys(_normalized(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"])
+        dict.fromkeys(e164_member(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"])
     )
     if not requested:
         raise BadRequestException("Invalid value for E164PhoneNumbers: must not be empty.")
@@ -327,7 +321,7 @@ def associate_phone_numbers(context: Context, params: dict[str, Any]) -> Output:
     errors = []
     with context.services.db.write() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
-        requested = [_normalized(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"]]
+        requested = [e164_member(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"]]
         rows = phone_numbers.find_many(
             connection, context.account, context.region, requested, for_update=True
         )
@@ -384,7 +378,7 @@ def disassociate_phone_numbers(context: Context, params: dict[str, Any]) -> Outp
     errors = []
     with context.services.db.write() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
-        requested = [_normalized(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"]]
+        requested = [e164_member(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"]]
         rows = phone_numbers.find_many(
             connection, context.account, context.region, requested, for_update=True
         )

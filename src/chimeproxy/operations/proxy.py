@@ -9,7 +9,7 @@ from sqlalchemy import Connection, RowMapping
 
 from chimeproxy.dataplane import events
 from chimeproxy.domain import ids, lifecycle
-from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164, number_facts
+from chimeproxy.domain.phone import number_facts
 from chimeproxy.domain.selection import (
     Candidate,
     PoolExhausted,
@@ -19,7 +19,13 @@ from chimeproxy.domain.selection import (
     required_number_capabilities,
     resolve_geo,
 )
-from chimeproxy.operations.common import DEFAULT_PAGE, next_token, page_after, require_connector
+from chimeproxy.operations.common import (
+    DEFAULT_PAGE,
+    e164_member,
+    next_token,
+    page_after,
+    require_connector,
+)
 from chimeproxy.operations.registry import Context, Output, operation
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.store import proxy
@@ -66,13 +72,6 @@ def session_shape(row: RowMapping, connector_id: str, now: int) -> dict[str, Any
 
 
 # Input checks the model cannot express.
-
-
-def _e164(raw: str, member: str) -> str:
-    try:
-        return normalize_e164(raw)
-    except InvalidPhoneNumber as exc:
-        raise BadRequestException(f"Invalid value for {member}: {exc}.") from exc
 
 
 def _expiry(context: Context, minutes: int, member: str) -> int:
@@ -185,7 +184,7 @@ def put_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Outpu
     values = {
         "default_expiry_minutes": expiry,
         "countries": ",".join(countries),
-        "fallback_number": _e164(fallback, "FallBackPhoneNumber") if fallback else None,
+        "fallback_number": e164_member(fallback, "FallBackPhoneNumber") if fallback else None,
         "disabled": bool(params.get("Disabled", False)),
         "updated_at": context.services.clock.now_ms(),
     }
@@ -224,7 +223,7 @@ def delete_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Ou
 @operation("CreateProxySession")
 def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     participants = tuple(
-        _e164(n, "ParticipantPhoneNumbers") for n in params["ParticipantPhoneNumbers"]
+        e164_member(n, "ParticipantPhoneNumbers") for n in params["ParticipantPhoneNumbers"]
     )
     if participants[0] == participants[1]:
         raise BadRequestException(
