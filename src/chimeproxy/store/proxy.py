@@ -122,7 +122,10 @@ def candidate_numbers(
     if had:
         general = general.where(pn.e164.not_in(list(had)))
     general = general.order_by(
-        pn.last_allocated_at.asc().nulls_first(), func.length(pn.e164), pn.e164
+        # As ix_phone_numbers_allocation orders them: never-allocated (NULL) first, on both engines.
+        func.coalesce(pn.last_allocated_at, 0),
+        func.length(pn.e164),
+        pn.e164,
     ).limit(limit)
     rows = list(connection.execute(general).mappings())
     if had:

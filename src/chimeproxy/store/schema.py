@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 
 metadata = MetaData()
@@ -237,3 +238,16 @@ sms_opt_outs = Table(
     Column("phone_number", String(16), primary_key=True),
     Column("created_at", BigInteger, nullable=False),
 )
+
+# Allocation reads a connector's numbers in the selection's general order (least recently
+# allocated first, then the lowest number) and stops after a few: this index serves that order,
+# so a create reads a handful of rows instead of the whole pool (docs/performance.md).
+Index(
+    "ix_phone_numbers_allocation",
+    phone_numbers.c.voice_connector_pk,
+    func.coalesce(phone_numbers.c.last_allocated_at, 0),  # never allocated sorts first
+    func.length(phone_numbers.c.e164),
+    phone_numbers.c.e164,
+)
+# The sweeper's purge finds closed sessions by when they ended.
+Index("ix_proxy_sessions_ended", proxy_sessions.c.status, proxy_sessions.c.ended_at)
