@@ -17,6 +17,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -123,7 +124,7 @@ def candidate_numbers(
         general = general.where(pn.e164.not_in(list(had)))
     general = general.order_by(
         # As ix_phone_numbers_allocation orders them: never-allocated (NULL) first, on both engines.
-        func.coalesce(pn.last_allocated_at, 0),
+        func.coalesce(pn.last_allocated_at, literal_column("0")),
         func.length(pn.e164),
         pn.e164,
     ).limit(limit)
