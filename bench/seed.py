@@ -294,7 +294,8 @@ def check_invariant(path: str) -> Sequence[tuple[Any, ...]]:
 
 # The index docs/performance.md proposes: CreateProxySession's pre-filter orders the pool by
 # (last_allocated_at, length(e164), e164), so with it SQLite reads a few index entries instead
-# of every number of the connector. An experiment here (`--allocation-index`), not the schema.
+# of every number of the connector. It was an experiment here (`--allocation-index`); the
+# schema now has its own form of it (migration 0003), so this adds nothing the server needs.
 ALLOCATION_INDEX = (
     "CREATE INDEX ix_bench_phone_numbers_allocation "
     "ON phone_numbers (voice_connector_pk, last_allocated_at, length(e164), e164)"
