@@ -9,7 +9,6 @@ through the API and the tables directly.
 
 from __future__ import annotations
 
-import itertools
 import random
 import signal
 import threading
@@ -27,19 +26,12 @@ from chimeproxy.store.database import Database
 from chimeproxy.store.schema import active_routes, proxy_sessions
 from chimeproxy.testing import ChimeProxyServer, drop_test_database
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import proxy_connector
+from tests.integration.helpers import person, proxy_connector
 
 ROUNDS = 5
 THREADS = 6
 POOL = 12
 CAPABILITY_SETS = (["Voice"], ["SMS"], ["SMS", "Voice"])
-
-_people = itertools.count()
-
-
-def person() -> str:
-    """A fresh participant number, distinct from the other test modules'."""
-    return f"+1503{5_000_000 + next(_people):07d}"
 
 
 def store_problems(url: str, now_ms: int) -> list[str]:

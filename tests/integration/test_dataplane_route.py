@@ -4,7 +4,6 @@ contract the SIP edge is built on, and the session lifecycle it drives (seen thr
 from __future__ import annotations
 
 import asyncio
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,9 @@ from chimeproxy.app import ChimeProxyApp
 from chimeproxy.config import Settings
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import order_numbers, proxy_connector
+from tests.integration.helpers import order_numbers, person, proxy_connector
 
-_people = itertools.count()
 SECRET = "s3cret-route-key"
-
-
-def person() -> str:
-    """A fresh participant number (never in the catalog, which sells 555 numbers only)."""
-    return f"+1206{3_000_000 + next(_people):07d}"
 
 
 def route(url: str, caller: str, called: str, kind: str = "voice", **extra: Any) -> httpx.Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -16,15 +15,10 @@ import pytest
 
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import proxy_connector
+from tests.integration.helpers import person, proxy_connector
 from tests.integration.test_sms import Recorded, Recorder
 
 SECRET = "whsec-test-secret"
-_people = itertools.count()
-
-
-def person() -> str:
-    return f"+1206{6_000_000 + next(_people):07d}"
 
 
 @pytest.fixture(scope="module")

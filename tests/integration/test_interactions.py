@@ -4,7 +4,6 @@ the API."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,10 @@ from chimeproxy.store.database import Database
 from chimeproxy.store.schema import metadata
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import proxy_connector
+from tests.integration.helpers import person, proxy_connector
 
 ALPHA = ("AKIDALPHA", "alpha-secret", "111122223333")
 BETA = ("AKIDBETA", "beta-secret", "444455556666")
-_people = itertools.count()
-
-
-def person() -> str:
-    return f"+1206{5_000_000 + next(_people):07d}"
 
 
 @pytest.fixture(scope="module")

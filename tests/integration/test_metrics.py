@@ -3,7 +3,6 @@ operator scrapes to see requests, latency, sessions and a proxy-number pool runn
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,16 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chimeproxy.testing import ChimeProxyServer, drop_test_database
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import proxy_connector
-
-_people = itertools.count()
+from tests.integration.helpers import person, proxy_connector
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def person() -> str:
-    """A fresh participant number, distinct from the other test modules'."""
-    return f"+1614{8_000_000 + next(_people):07d}"
 
 
 def scrape(url: str) -> Samples:

@@ -22,19 +22,12 @@ from chimeproxy.store.database import Database
 from chimeproxy.store.schema import active_routes, proxy_sessions
 from chimeproxy.testing import ChimeProxyServer, drop_test_database
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import proxy_connector
+from tests.integration.helpers import person, proxy_connector
 from tests.integration.test_crash_safety import store_problems
 
 CREATES = 64
 POOL = 10
 MINUTE_MS = 60_000
-
-_people = itertools.count()
-
-
-def person() -> str:
-    """A fresh participant number, distinct from the other test modules'."""
-    return f"+1720{6_000_000 + next(_people):07d}"
 
 
 def to_ms(stamp: str | datetime) -> int:

@@ -34,7 +34,7 @@ from chimeproxy.store.schema import (
 )
 from chimeproxy.testing import ChimeProxyServer, drop_test_database, free_port
 from tests.conftest import BACKEND, database_url, make_client
-from tests.integration.helpers import proxy_connector
+from tests.integration.helpers import person, proxy_connector
 from tests.integration.test_crash_safety import store_problems
 
 pytestmark = pytest.mark.skipif(
@@ -44,11 +44,6 @@ pytestmark = pytest.mark.skipif(
 
 MINUTE_MS = 60_000
 _people = itertools.count()
-
-
-def person() -> str:
-    """A fresh participant number, distinct from the other test modules'."""
-    return f"+1971{7_000_000 + next(_people):07d}"
 
 
 @pytest.fixture

@@ -27,17 +27,10 @@ from chimeproxy.testing import (
     postgres_unavailable,
 )
 from tests.conftest import IN_CI
-from tests.integration.helpers import proxy_connector
+from tests.integration.helpers import person, proxy_connector
 
 CALLERS = 50
 POOL = 10
-
-_people = itertools.count()
-
-
-def person() -> str:
-    """A fresh participant number, distinct from the other proxy test modules'."""
-    return f"+1617{4_000_000 + next(_people):07d}"
 
 
 _SESSION = boto3.session.Session()

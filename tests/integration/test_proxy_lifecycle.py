@@ -6,7 +6,6 @@ each works on its own voice connector and measures time from what the server rep
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
 from collections.abc import Iterator
@@ -19,18 +18,11 @@ import pytest
 
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import proxy_connector
+from tests.integration.helpers import person, proxy_connector
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
-
-_people = itertools.count()
-
-
-def person() -> str:
-    """A fresh participant number, distinct from test_proxy_sessions.py's."""
-    return f"+1312{3_000_000 + next(_people):07d}"
 
 
 def to_ms(stamp: str) -> int:

@@ -20,7 +20,7 @@ import pytest
 
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import make_connector, order_numbers, proxy_connector
+from tests.integration.helpers import make_connector, order_numbers, person, proxy_connector
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 UNKNOWN_CONNECTOR = "zzzzzzzzzzzzzzzzzzzzz0"
@@ -42,11 +42,6 @@ SESSION_MEMBERS = {
 }
 
 _people = itertools.count()
-
-
-def person(area_code: str = "206") -> str:
-    """A fresh NANP participant number (never in the catalog, which only holds 555 numbers)."""
-    return f"+1{area_code}{2_000_000 + next(_people):07d}"
 
 
 def create(client: Any, connector_id: str, a: str, b: str, **extra: Any) -> dict[str, Any]:

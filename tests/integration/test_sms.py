@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import itertools
 import threading
 import time
 import uuid
@@ -26,14 +25,9 @@ from cryptography.x509.oid import NameOID
 from chimeproxy.dataplane.sms import keyword
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import proxy_connector
+from tests.integration.helpers import person, proxy_connector
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:chimeproxy-inbound-sms"
-_people = itertools.count()
-
-
-def person() -> str:
-    return f"+1206{4_000_000 + next(_people):07d}"
 
 
 # A stand-in for the outside world: records every request, serves files, answers POSTs.
