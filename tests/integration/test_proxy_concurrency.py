@@ -271,4 +271,4 @@ def test_paging_while_others_create_skips_and_repeats_nothing(
     assert keys == sorted(keys)
     before_last_page = {sid for at, sid in acknowledged if at < last_page_started}
     assert before_last_page <= set(ids), "an acknowledged session was skipped"
-    assert len(acknowledged) > 10
+    assert acknowledged, "no session was created while the reader paged"
