@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from chimeproxy.domain.lifecycle import ACTIVE, CLOSED
+from chimeproxy.domain.lifecycle import ACTIVE, SessionStatus
 from chimeproxy.store.database import Database
 from chimeproxy.store.schema import active_routes, proxy_sessions
 from chimeproxy.testing import ChimeProxyServer, drop_test_database
@@ -69,7 +69,7 @@ def store_problems(url: str, now_ms: int) -> list[str]:
     active_keys: dict[tuple[int, str, str], str] = {}
     for pk, session in sessions.items():
         mine = by_session.get(pk, [])
-        if session["status"] == CLOSED:
+        if session["status"] == SessionStatus.CLOSED:
             if session["ended_at"] is None:
                 problems.append(f"Closed session {session['id']} has no end time")
             if mine:
@@ -326,10 +326,11 @@ def test_the_checker_sees_a_half_written_session(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("flag", "pragma"), [(None, 1), ("NORMAL", 1), ("full", 2)])
 def test_sqlite_synchronous_setting(flag: str | None, pragma: int, tmp_path: Path) -> None:
     """`--sqlite-synchronous` (docs/operations.md): NORMAL by default, FULL on request."""
-    from chimeproxy.cli import build_parser, settings_from
+    from chimeproxy.cli import build_parser
+    from chimeproxy.settings import Settings, from_arguments
 
     args = ["serve"] + (["--sqlite-synchronous", flag] if flag else [])
-    settings = settings_from(build_parser().parse_args(args))
+    settings = from_arguments(Settings, build_parser().parse_args(args), environ={})
     db = Database(f"sqlite:///{tmp_path / 'db'}", sqlite_synchronous=settings.sqlite_synchronous)
     try:
         with db.read() as connection:

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.engine import make_url
 
-from chimeproxy.store import proxy, sweeper
+from chimeproxy.store import proxy
 from chimeproxy.store.database import Database
 from chimeproxy.store.schema import (
     active_routes,
@@ -212,7 +212,7 @@ def test_an_update_that_extends_a_session_wins_over_a_concurrent_close(
     def close() -> None:
         with other.write() as connection:
             if closer == "sweeper":
-                closed.append(sweeper.close_expired(connection, expires + 1))
+                closed.append(proxy.close_expired_sessions(connection, expires + 1))
             else:
                 proxy.release_expired_routes(connection, connector_pk, [participant], expires + 1)
                 busy = proxy.busy_numbers(connection, connector_pk, [participant], expires + 1)
@@ -263,7 +263,7 @@ def test_an_update_waiting_behind_a_sweep_sees_the_session_closed(database: str)
     updating = threading.Thread(target=update_it)
     try:
         with db.write() as connection:
-            assert sweeper.close_expired(connection, expires + 1) == 1
+            assert proxy.close_expired_sessions(connection, expires + 1) == 1
             updating.start()
             wait_until(lambda: waiting_on_locks(database) >= 1, "the update waits for the lock")
         updating.join()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from chimeproxy.domain.lifecycle import ACTIVE, OPEN
+from chimeproxy.domain.lifecycle import ACTIVE, SessionStatus
 
 VOICE = "voice"
 SMS = "sms"
@@ -136,7 +136,7 @@ def decide(caller: str | None, called: str, kind: str, facts: RouteFacts, now: i
                 caller_id=called,
                 session=session,
                 direction=A_TO_B if a_calls else B_TO_A,
-                starts_session=session.status == OPEN,
+                starts_session=session.status == SessionStatus.OPEN,
             )
         # The route outlived the session (expired, sweeper not run yet): it is closed.
         return _out_of_session(OutOfSession.SESSION_CLOSED, caller, called, kind, facts)

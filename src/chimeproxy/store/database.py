@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
 import random
 import secrets
 import threading
@@ -37,7 +36,6 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from chimeproxy.protocol.errors import ServiceUnavailableException
 from chimeproxy.store.schema import server_settings
 
 T = TypeVar("T")
@@ -64,13 +62,17 @@ PG_POOL_TIMEOUT_S = 5
 # The longest a request waits for database work done in a worker thread before it answers 503
 # anyway: the last bound, for a database server that is frozen (its host keeps the connections
 # open, so no timeout above fires). Twice the statement timeout, so that it never cuts short
-# work that the database would still finish. CHIMEPROXY_DB_DEADLINE overrides it (seconds).
-DEADLINE_ENV = "CHIMEPROXY_DB_DEADLINE"
+# work that the database would still finish (the server's --db-deadline, settings.py).
 DEFAULT_DEADLINE_S = 2 * PG_STATEMENT_TIMEOUT_MS / 1000
 
 
 class WriteConflict(Exception):
     """A row the transaction relied on was changed by a concurrent writer: run it again."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not do the work, and a retry may succeed (unreachable, busy, too slow,
+    a lost connection); the message says which, for the HTTP layer's 503 answer."""
 
 
 class Database:
@@ -126,14 +128,12 @@ class Database:
         """A write transaction (SQLite: holding the write lock from its first statement)."""
         with self._guard(), self._connect(immediate=True) as connection, connection.begin():
             yield connection
-            # The request has been answered 503 meanwhile (see run_in_thread): roll back rather
+            # The caller stopped waiting meanwhile (see `run`) and answered 503: roll back rather
             # than commit a change its client was told did not happen.
             abandoned = _abandoned.get()
             if abandoned is not None and abandoned.is_set():
-                log.warning("rolled back a write whose request was answered 503 at the deadline")
-                raise ServiceUnavailableException(
-                    "The database did not answer in time; retry the request."
-                )
+                log.warning("rolled back a write whose caller stopped waiting at its deadline")
+                raise DatabaseUnavailable("The database did not answer in time; retry the request.")
 
     def write_retrying(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in a write transaction, again from the start when a unique constraint
@@ -144,11 +144,11 @@ class Database:
             try:
                 with self.write() as connection:
                     return work(connection)
-            except (IntegrityError, WriteConflict, ServiceUnavailableException) as exc:
+            except (IntegrityError, WriteConflict, DatabaseUnavailable) as exc:
                 if not _retryable(exc):
                     raise
                 if attempt == WRITE_RETRIES - 1:
-                    raise ServiceUnavailableException(
+                    raise DatabaseUnavailable(
                         "Too many concurrent writers competed for the same rows; retry the request."
                     ) from exc
                 log.debug("write conflict, retrying", extra={"attempt": attempt + 1})
@@ -156,29 +156,63 @@ class Database:
                 time.sleep(random.uniform(0, 0.001 * (attempt + 1)))
         raise AssertionError("unreachable")
 
+    @property
+    def inline(self) -> bool:
+        """SQLite answers in microseconds from a local file, and one write lock serializes its
+        writers anyway, so its work runs on the event loop; a network database's round trips
+        run in worker threads over the pool."""
+        return self.dialect == "sqlite"
+
+    async def run(
+        self, work: Callable[[], T], deadline: float | None = None, *, background: bool = False
+    ) -> T:
+        """Run database work for a caller on the event loop: the one rule for every request
+        handler, data-plane endpoint and background task.
+
+        SQLite work runs inline (see `inline`), except `background` work (a sweep), which may
+        hold the write lock long enough to stall the loop. Work in a thread that has not
+        finished within `deadline` seconds raises DatabaseUnavailable; work still queued then
+        never starts, and work already running goes on in its thread (a stuck database call
+        cannot be interrupted) but its write transaction rolls back instead of committing, so
+        nothing is committed after its caller was told it failed. Only a deadline passing during
+        the COMMIT itself leaves the outcome unknown, as with any connection lost mid-commit."""
+        if self.inline and not background:
+            return work()
+        abandoned = threading.Event()
+        context = contextvars.copy_context()  # as asyncio.to_thread does
+        context.run(_abandoned.set, abandoned)
+        future = asyncio.get_running_loop().run_in_executor(None, context.run, work)
+        try:
+            return await asyncio.wait_for(future, deadline)
+        except TimeoutError as exc:
+            abandoned.set()
+            raise DatabaseUnavailable(
+                "The database did not answer in time; retry the request."
+            ) from exc
+
     def ping(self) -> None:
-        """Raise ServiceUnavailableException unless the database answers a query."""
+        """Raise DatabaseUnavailable unless the database answers a query."""
         with self.read() as connection:
             connection.exec_driver_sql("SELECT 1")
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
-        """Database trouble that a retry may cure becomes 503 ServiceUnavailableException."""
+        """Database trouble that a retry may cure becomes DatabaseUnavailable."""
         try:
             yield
         except IntegrityError:
             raise
         except (OperationalError, InterfaceError) as exc:
-            raise ServiceUnavailableException(
+            raise DatabaseUnavailable(
                 "The database is unavailable or busy; retry the request."
             ) from exc
         except PoolTimeoutError as exc:
-            raise ServiceUnavailableException(
+            raise DatabaseUnavailable(
                 "Every database connection is busy; retry the request."
             ) from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
-                raise ServiceUnavailableException(
+                raise DatabaseUnavailable(
                     "The database connection was lost; retry the request."
                 ) from exc
             raise
@@ -219,31 +253,7 @@ class Database:
         self.engine.dispose()
 
 
-def deadline_seconds() -> float:
-    """The request deadline for database work in threads (see DEFAULT_DEADLINE_S)."""
-    return float(os.environ.get(DEADLINE_ENV) or DEFAULT_DEADLINE_S)
-
-
-async def run_in_thread(work: Callable[[], T], deadline: float) -> T:
-    """Run blocking database work in the default thread pool; ServiceUnavailableException when
-    it has not finished within `deadline` seconds. Work still queued then never starts; work
-    already running goes on in its thread (a stuck database call cannot be interrupted) but its
-    write transaction rolls back instead of committing. Only a deadline passing during the
-    COMMIT itself leaves the outcome unknown, as with any connection lost during a commit."""
-    abandoned = threading.Event()
-    context = contextvars.copy_context()  # as asyncio.to_thread does
-    context.run(_abandoned.set, abandoned)
-    future = asyncio.get_running_loop().run_in_executor(None, context.run, work)
-    try:
-        return await asyncio.wait_for(future, deadline)
-    except TimeoutError as exc:
-        abandoned.set()
-        raise ServiceUnavailableException(
-            "The database did not answer in time; retry the request."
-        ) from exc
-
-
-# Set by run_in_thread for the work it runs: whether that work's request was answered already.
+# Set by Database.run for the work it runs in a thread: whether its caller stopped waiting.
 _abandoned: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
     "chimeproxy_abandoned", default=None
 )

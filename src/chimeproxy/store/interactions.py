@@ -17,8 +17,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from chimeproxy.domain.lifecycle import ACTIVE, CLOSED, IN_PROGRESS, OPEN
+from chimeproxy.domain.lifecycle import SessionStatus
+from chimeproxy.domain.phone_numbers import PhoneNumberStatus
 from chimeproxy.domain.routing import ProxyNumber, RouteFacts, SessionFacts
+from chimeproxy.store import expiry
 from chimeproxy.store.schema import (
     active_routes,
     interactions,
@@ -70,7 +72,7 @@ def route_facts(
             .outerjoin(active_routes, route)
             .outerjoin(proxy_sessions, ps.pk == ar.session_pk)
         )
-        .where(pn.e164 == called, pn.status == "Assigned")
+        .where(pn.e164 == called, pn.status == PhoneNumberStatus.ASSIGNED)
     )
     row = connection.execute(query).mappings().first()
     if row is None:
@@ -97,17 +99,12 @@ def had_closed_session(
     connection: Connection, connector_pk: int, caller: str, called: str, now: int, retention_ms: int
 ) -> bool:
     """Whether the caller had a session on this number that is closed now but not yet purged."""
-    horizon = now - retention_ms
-    closed = or_(
-        and_(ps.status == CLOSED, ps.ended_at > horizon),
-        and_(ps.status.in_(ACTIVE), ps.expires_at <= now, ps.expires_at > horizon),
-    )
     query = select(
         exists().where(
             ps.voice_connector_pk == connector_pk,
             ps.proxy_number == called,
             or_(ps.participant_1 == caller, ps.participant_2 == caller),
-            closed,
+            expiry.closed_and_visible(now, retention_ms),
         )
     )
     return bool(connection.scalar(query))
@@ -117,8 +114,8 @@ def mark_in_progress(connection: Connection, session_pk: int, now: int) -> bool:
     """Open -> InProgress, unless another contact got there first or the session expired."""
     result = connection.execute(
         update(proxy_sessions)
-        .where(ps.pk == session_pk, ps.status == OPEN, ps.expires_at > now)
-        .values(status=IN_PROGRESS)
+        .where(ps.pk == session_pk, expiry.reads_as(SessionStatus.OPEN, now))
+        .values(status=SessionStatus.IN_PROGRESS)
     )
     return result.rowcount == 1
 
@@ -205,23 +202,6 @@ def purge_out_of_session(connection: Connection, horizon: int) -> int:
         delete(interactions).where(it.session_pk.is_(None), it.started_at <= horizon)
     )
     return result.rowcount
-
-
-# Sessions the sweeper is about to close (for "session.closed" events).
-
-
-def expiring_sessions(connection: Connection, now: int) -> list[RowMapping]:
-    query = (
-        select(
-            proxy_sessions,
-            vc.id.label("connector_id"),
-            vc.account.label("connector_account"),
-            vc.region.label("connector_region"),
-        )
-        .select_from(proxy_sessions.join(voice_connectors, vc.pk == ps.voice_connector_pk))
-        .where(ps.status.in_(ACTIVE), ps.expires_at <= now)
-    )
-    return list(connection.execute(query).mappings())
 
 
 # SMS opt-outs.

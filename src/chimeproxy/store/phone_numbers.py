@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, exists, select, tuple_, update
 
+from chimeproxy.domain.phone_numbers import PhoneNumberStatus
+from chimeproxy.store import expiry
 from chimeproxy.store.schema import (
     active_routes,
     phone_number_orders,
@@ -93,11 +95,7 @@ def in_active_session(connection: Connection, e164: str, now: int) -> bool:
     """Whether an Open or InProgress session routes through this number right now."""
     return bool(
         connection.scalar(
-            select(
-                exists().where(
-                    active_routes.c.proxy_number == e164, active_routes.c.expires_at > now
-                )
-            )
+            select(exists().where(active_routes.c.proxy_number == e164, expiry.route_live(now)))
         )
     )
 
@@ -105,7 +103,9 @@ def in_active_session(connection: Connection, e164: str, now: int) -> bool:
 def purge_deleted(connection: Connection, before: int) -> int:
     """Release numbers whose deletion queue time is over, back to the carrier."""
     return connection.execute(
-        delete(phone_numbers).where(pn.status == "DeleteInProgress", pn.deletion_at <= before)
+        delete(phone_numbers).where(
+            pn.status == PhoneNumberStatus.DELETE_IN_PROGRESS, pn.deletion_at <= before
+        )
     ).rowcount
 
 

@@ -11,21 +11,21 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
-    and_,
     bindparam,
     delete,
     exists,
     func,
     literal,
     literal_column,
-    or_,
     select,
     tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from chimeproxy.domain.lifecycle import ACTIVE, CLOSED
+from chimeproxy.domain.lifecycle import SessionStatus
+from chimeproxy.domain.phone_numbers import PhoneNumberStatus
+from chimeproxy.store import expiry
 from chimeproxy.store.database import WriteConflict
 from chimeproxy.store.prepared import PreparedQuery
 from chimeproxy.store.schema import (
@@ -69,7 +69,7 @@ def delete_config(connection: Connection, connector_pk: int) -> None:
 
 
 def has_active_sessions(connection: Connection, connector_pk: int, now: int) -> bool:
-    query = select(exists().where(ar.voice_connector_pk == connector_pk, ar.expires_at > now))
+    query = select(exists().where(ar.voice_connector_pk == connector_pk, expiry.route_live(now)))
     return bool(connection.scalar(query))
 
 
@@ -79,7 +79,7 @@ def has_active_sessions(connection: Connection, connector_pk: int, now: int) -> 
 def connector_numbers(connection: Connection, connector_pk: int) -> list[RowMapping]:
     """Numbers associated with (and assigned to) the connector, as allocation candidates."""
     query = select(pn.e164, pn.country, pn.area_code, pn.capabilities, pn.last_allocated_at).where(
-        pn.voice_connector_pk == connector_pk, pn.status == "Assigned"
+        pn.voice_connector_pk == connector_pk, pn.status == PhoneNumberStatus.ASSIGNED
     )
     return list(connection.execute(query).mappings())
 
@@ -107,7 +107,7 @@ def candidate_numbers(
     would otherwise probe active_routes once per number of the pool."""
     conditions = [
         pn.voice_connector_pk == connector_pk,
-        pn.status == "Assigned",
+        pn.status == PhoneNumberStatus.ASSIGNED,
         pn.country.in_(list(countries)),
     ]
     padded = literal(",") + pn.capabilities + literal(",")
@@ -150,7 +150,7 @@ def release_expired_routes(
     expired = select(ar.session_pk).where(
         ar.voice_connector_pk == connector_pk,
         ar.participant.in_(list(participants)),
-        ar.expires_at <= now,
+        ~expiry.route_live(now),
     )
     session_pks = list(connection.scalars(expired))
     if not session_pks:
@@ -166,17 +166,12 @@ def close_expired_sessions(connection: Connection, now: int, *where: ColumnEleme
     session row before its routes (no lock-order deadlock), rows are locked in primary-key order,
     and the UPDATE re-checks expiry on a row that a concurrent transaction changed, so a session
     that an update has just extended stays open and keeps its routes."""
-    due = (
-        select(ps.pk)
-        .where(ps.status.in_(ACTIVE), ps.expires_at <= now, *where)
-        .order_by(ps.pk)
-        .with_for_update()
-    )
+    due = select(ps.pk).where(expiry.due_to_close(now), *where).order_by(ps.pk).with_for_update()
     closed = list(
         connection.scalars(
             update(proxy_sessions)
-            .where(ps.pk.in_(due), ps.status.in_(ACTIVE), ps.expires_at <= now)
-            .values(status=CLOSED, ended_at=ps.expires_at)
+            .where(ps.pk.in_(due), expiry.due_to_close(now))
+            .values(status=SessionStatus.CLOSED, ended_at=ps.expires_at)
             .returning(ps.pk)
         )
     )
@@ -193,7 +188,7 @@ def busy_numbers(
     query = select(ar.proxy_number).where(
         ar.voice_connector_pk == connector_pk,
         ar.participant.in_(list(participants)),
-        ar.expires_at > now,
+        expiry.route_live(now),
     )
     return set(connection.scalars(query))
 
@@ -247,7 +242,11 @@ def record_allocation(
     # candidates were read leaves no row to update, and the create runs again without it.
     marked = connection.execute(
         update(phone_numbers)
-        .where(pn.e164 == number, pn.voice_connector_pk == connector_pk, pn.status == "Assigned")
+        .where(
+            pn.e164 == number,
+            pn.voice_connector_pk == connector_pk,
+            pn.status == PhoneNumberStatus.ASSIGNED,
+        )
         .values(last_allocated_at=session["created_at"])
     )
     if marked.rowcount != 1:
@@ -277,15 +276,6 @@ def insert_session(connection: Connection, values: dict[str, Any]) -> int:
     return connection.execute(proxy_sessions.insert().values(**values)).inserted_primary_key[0]
 
 
-def _visible(now: int, retention_ms: int) -> ColumnElement[bool]:
-    """Sessions not yet purged: closed ones stay readable for the retention period."""
-    horizon = now - retention_ms
-    return or_(
-        and_(ps.status == CLOSED, ps.ended_at > horizon),
-        and_(ps.status != CLOSED, ps.expires_at > horizon),
-    )
-
-
 def find_session(
     connection: Connection,
     connector_pk: int,
@@ -299,18 +289,13 @@ def find_session(
     decision taken on it (Closed or not) still holds when the change is written (PostgreSQL;
     SQLite writers hold the database write lock anyway)."""
     query = select(proxy_sessions).where(
-        ps.voice_connector_pk == connector_pk, ps.id == session_id, _visible(now, retention_ms)
+        ps.voice_connector_pk == connector_pk,
+        ps.id == session_id,
+        expiry.visible(now, retention_ms),
     )
     if lock:
         query = query.with_for_update()
     return connection.execute(query).mappings().first()
-
-
-def status_condition(status: str, now: int) -> ColumnElement[bool]:
-    """The stored state that reads as `status` at `now` (expiry derived, not swept)."""
-    if status == CLOSED:
-        return or_(ps.status == CLOSED, ps.expires_at <= now)
-    return and_(ps.status == status, ps.expires_at > now)
 
 
 def session_page(
@@ -324,10 +309,10 @@ def session_page(
     retention_ms: int,
 ) -> list[RowMapping]:
     query = select(proxy_sessions).where(
-        ps.voice_connector_pk == connector_pk, _visible(now, retention_ms)
+        ps.voice_connector_pk == connector_pk, expiry.visible(now, retention_ms)
     )
     if status is not None:
-        query = query.where(status_condition(status, now))
+        query = query.where(expiry.reads_as(status, now))
     if after is not None:
         query = query.where(tuple_(ps.created_at, ps.id) > tuple_(*after))
     return list(connection.execute(query.order_by(ps.created_at, ps.id).limit(limit)).mappings())
@@ -367,7 +352,9 @@ _SESSION_BY_IDS = PreparedQuery(
         voice_connectors.c.region == bindparam("region"),
         voice_connectors.c.id == bindparam("connector_id"),
         ps.id == bindparam("session_id"),
-        _visible(bindparam("now", type_=BigInteger), bindparam("retention_ms", type_=BigInteger)),
+        expiry.visible(
+            bindparam("now", type_=BigInteger), bindparam("retention_ms", type_=BigInteger)
+        ),
     )
 )
 

@@ -1,74 +1,61 @@
-"""Closes expired sessions, purges old closed ones and releases phone numbers whose time in the
-deletion queue is over. Set-based and idempotent, so any number of processes may run it at once:
-reads never depend on it having run (except that a deleted number is only offered again once
-purged)."""
+"""The sweeper's SQL: close expired sessions, purge old closed ones and old out-of-session
+contacts, release phone numbers whose time in the deletion queue is over. Set-based and
+idempotent, so any number of processes may run it at once: reads never depend on it having run
+(except that a deleted number is only offered again once purged). The loop that runs it is
+chimeproxy/sweeper.py."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Any
+from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, RowMapping, delete, select
 
-from chimeproxy.dataplane import events
-from chimeproxy.domain.lifecycle import CLOSED
-from chimeproxy.services import Services
-from chimeproxy.store import interactions, phone_numbers, proxy
-from chimeproxy.store.schema import proxy_sessions
+from chimeproxy.domain.phone_numbers import DELETION_QUEUE_MS
+from chimeproxy.store import expiry, interactions, phone_numbers, proxy
+from chimeproxy.store.schema import proxy_sessions, voice_connectors
 
-log = logging.getLogger("chimeproxy.sweeper")
 ps = proxy_sessions.c
-
-# How long a deleted phone number waits in the deletion queue (restorable) before it goes back
-# to the carrier, as in the hosted service.
-DELETION_QUEUE_MS = 7 * 86_400_000
+vc = voice_connectors.c
 
 
-def close_expired(connection: Connection, now: int) -> int:
-    """Record the closing of every session past its expiry and release its routes (the same
-    statements a create uses for its participants, safe to run from many processes at once)."""
-    return proxy.close_expired_sessions(connection, now)
+@dataclass
+class Swept:
+    """What one pass did."""
+
+    closed: int = 0
+    purged: int = 0
+    released: int = 0
+    # The sessions it closed, with their connector's id, account and region (when asked for).
+    closing: list[RowMapping] = field(default_factory=list)
+
+
+def sessions_due_to_close(connection: Connection, now: int) -> list[RowMapping]:
+    query = (
+        select(
+            proxy_sessions,
+            vc.id.label("connector_id"),
+            vc.account.label("connector_account"),
+            vc.region.label("connector_region"),
+        )
+        .select_from(proxy_sessions.join(voice_connectors, vc.pk == ps.voice_connector_pk))
+        .where(expiry.due_to_close(now))
+    )
+    return list(connection.execute(query).mappings())
 
 
 def purge_closed(connection: Connection, now: int, retention_ms: int) -> int:
-    result = connection.execute(
-        delete(proxy_sessions).where(ps.status == CLOSED, ps.ended_at <= now - retention_ms)
-    )
+    result = connection.execute(delete(proxy_sessions).where(expiry.purgeable(now, retention_ms)))
     return result.rowcount
 
 
-def sweep(services: Services) -> tuple[int, int]:
-    """One pass; answers (sessions closed, closed sessions purged). Also releases the phone
-    numbers whose time in the deletion queue is over, and logs how many."""
-    now = services.clock.now_ms()
-    closing: list[Any] = []  # "session.closed" events, published once the pass commits
-
-    def one_pass(connection: Connection) -> tuple[int, int, int]:
-        closing[:] = events.expiring_sessions(services, connection, now)
-        interactions.purge_out_of_session(connection, now - services.settings.retention_ms)
-        return (
-            close_expired(connection, now),
-            purge_closed(connection, now, services.settings.retention_ms),
-            phone_numbers.purge_deleted(connection, now - DELETION_QUEUE_MS),
-        )
-
-    # Retried when PostgreSQL resolves a deadlock with a concurrent create or another process's
-    # sweep by rolling this pass back.
-    closed, purged, released = services.db.write_retrying(one_pass)
-    events.announce_closed(services, closing)
-    if released:
-        log.info("released deleted phone numbers", extra={"released": released})
-    return closed, purged
-
-
-async def run_forever(services: Services) -> None:
-    interval = services.settings.sweep_interval_seconds
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            closed, purged = await asyncio.to_thread(sweep, services)
-            if closed or purged:
-                log.info("swept", extra={"closed": closed, "purged": purged})
-        except Exception:
-            log.exception("sweep failed; will try again")
+def sweep(connection: Connection, now: int, retention_ms: int, *, with_closing: bool) -> Swept:
+    """One pass in the caller's transaction; `with_closing` also reads the sessions it closes."""
+    swept = Swept()
+    if with_closing:
+        swept.closing = sessions_due_to_close(connection, now)
+    interactions.purge_out_of_session(connection, now - retention_ms)
+    # The same statements a create uses for its participants, safe from many processes at once.
+    swept.closed = proxy.close_expired_sessions(connection, now)
+    swept.purged = purge_closed(connection, now, retention_ms)
+    swept.released = phone_numbers.purge_deleted(connection, now - DELETION_QUEUE_MS)
+    return swept

@@ -1,0 +1,118 @@
+"""Aggregate reads for metrics and the console: sessions by status, and each voice connector's
+proxy-number pool in use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, func, select
+
+from chimeproxy.domain.lifecycle import SessionStatus
+from chimeproxy.domain.phone_numbers import PhoneNumberStatus
+from chimeproxy.store import expiry
+from chimeproxy.store.schema import (
+    active_routes,
+    phone_numbers,
+    proxy_configs,
+    proxy_sessions,
+    voice_connectors,
+)
+
+ps = proxy_sessions.c
+ar = active_routes.c
+pn = phone_numbers.c
+pc = proxy_configs.c
+vc = voice_connectors.c
+
+
+@dataclass
+class PoolUse:
+    """One voice connector's proxy-number pool at one instant."""
+
+    account: str
+    voice_connector: str
+    numbers: int = 0  # assigned numbers of the pool countries
+    in_use: int = 0  # of those, numbers with at least one active session
+    active_sessions: int = 0
+    busiest_participant: int = 0  # most active sessions any one participant has
+
+
+@dataclass
+class Snapshot:
+    """What the database says at scrape time."""
+
+    sessions: dict[str, int] = field(default_factory=dict)
+    pools: list[PoolUse] = field(default_factory=list)
+
+
+def database_snapshot(connection: Connection, now: int) -> Snapshot:
+    """Session counts by status (as a read would show them at `now`) and pool use per voice
+    connector that has a proxy configuration."""
+    # Grouped through a subquery: PostgreSQL would not match a GROUP BY expression whose
+    # parameters are bound separately from the same expression in the SELECT list.
+    effective = (
+        select(expiry.effective_status(now).label("status")).select_from(proxy_sessions).subquery()
+    )
+    sessions = dict.fromkeys(SessionStatus, 0)
+    for status, count in connection.execute(
+        select(effective.c.status, func.count()).group_by(effective.c.status)
+    ).all():
+        sessions[status] = sessions.get(status, 0) + count
+
+    configured = connection.execute(
+        select(vc.pk, vc.account, vc.id, pc.countries).join(
+            proxy_configs, pc.voice_connector_pk == vc.pk
+        )
+    ).all()
+    if not configured:
+        return Snapshot(sessions)
+    numbers: dict[tuple[int, str], int] = {}
+    for pk, country, count in connection.execute(
+        select(pn.voice_connector_pk, pn.country, func.count())
+        .where(pn.status == PhoneNumberStatus.ASSIGNED, pn.voice_connector_pk.is_not(None))
+        .group_by(pn.voice_connector_pk, pn.country)
+    ):
+        numbers[(pk, country)] = count
+    live = expiry.route_live(now)
+    in_use: dict[tuple[int, str], int] = {}
+    for pk, country, count in connection.execute(
+        select(ar.voice_connector_pk, pn.country, func.count(ar.proxy_number.distinct()))
+        .join(
+            phone_numbers,
+            (pn.e164 == ar.proxy_number)
+            & (pn.voice_connector_pk == ar.voice_connector_pk)
+            & (pn.status == PhoneNumberStatus.ASSIGNED),
+        )
+        .where(live)
+        .group_by(ar.voice_connector_pk, pn.country)
+    ):
+        in_use[(pk, country)] = count
+    # Every active session has one route per participant.
+    routes = dict(
+        connection.execute(
+            select(ar.voice_connector_pk, func.count()).where(live).group_by(ar.voice_connector_pk)
+        ).all()
+    )
+    per_participant = (
+        select(ar.voice_connector_pk.label("pk"), func.count().label("n"))
+        .where(live)
+        .group_by(ar.voice_connector_pk, ar.participant)
+        .subquery()
+    )
+    busiest = dict(
+        connection.execute(
+            select(per_participant.c.pk, func.max(per_participant.c.n)).group_by(
+                per_participant.c.pk
+            )
+        ).all()
+    )
+    pools = []
+    for pk, account, connector_id, countries in configured:
+        pool = PoolUse(account, connector_id)
+        for country in countries.split(","):
+            pool.numbers += numbers.get((pk, country), 0)
+            pool.in_use += in_use.get((pk, country), 0)
+        pool.active_sessions = routes.get(pk, 0) // 2
+        pool.busiest_participant = busiest.get(pk, 0)
+        pools.append(pool)
+    return Snapshot(sessions, pools)
