@@ -1,4 +1,11 @@
-"""Assembly of the ASGI application: the middleware chain in front of the operation dispatcher."""
+"""Assembly of the ASGI application: every request, whether an operation of the model or one of
+chimeproxy's own endpoints, takes the same path (docs/architecture.md):
+
+    match (model router, then the endpoint table) -> access rule -> rate limit -> handler
+
+with errors answered in the wire format and every answer counted in the metrics under the
+matched operation's name.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +19,24 @@ from typing import Any
 
 import orjson
 
-from chimeproxy import __version__
+from chimeproxy import __version__, sweeper
 from chimeproxy.clock import Clock
-from chimeproxy.config import Settings
 from chimeproxy.dataplane.endpoints import Dataplane
+from chimeproxy.domain.selection import PoolExhausted
+from chimeproxy.events import EventSink, NullSink, WebhookSink
 from chimeproxy.logs import shown_path
 from chimeproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from chimeproxy.metrics import Metrics, scrape_snapshot
+from chimeproxy.metrics import Metrics
 from chimeproxy.operations import load_operations
+from chimeproxy.operations.interactions import (
+    CONNECTOR_LISTING,
+    SESSION_LISTING,
+    InteractionListing,
+)
 from chimeproxy.operations.registry import OPERATIONS, Context
+from chimeproxy.protocol.access import AccessControl
 from chimeproxy.protocol.auth import Authenticator
+from chimeproxy.protocol.endpoints import Access, Endpoint, EndpointTable
 from chimeproxy.protocol.errors import (
     BadRequestException,
     HeadersTooLargeException,
@@ -29,27 +44,29 @@ from chimeproxy.protocol.errors import (
     RequestEntityTooLargeException,
     ServiceError,
     ServiceFailureException,
+    ServiceUnavailableException,
     UnknownOperationException,
 )
-from chimeproxy.protocol.http import Handler, Middleware, Request, Response, chain
+from chimeproxy.protocol.http import Request, Response
 from chimeproxy.protocol.model import service_model, success_status
 from chimeproxy.protocol.parser import parse_input
 from chimeproxy.protocol.router import Router
 from chimeproxy.protocol.serializer import OutputSerializer
 from chimeproxy.protocol.throttle import RateLimiter
 from chimeproxy.services import Services
-from chimeproxy.store import sweeper
-from chimeproxy.store.database import Database, deadline_seconds, run_in_thread
+from chimeproxy.settings import Settings
+from chimeproxy.store import stats
+from chimeproxy.store.database import Database, DatabaseUnavailable
 
 log = logging.getLogger("chimeproxy")
 access_log = logging.getLogger("chimeproxy.access")
-INTERNAL_PREFIX = "/_chimeproxy/"
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 # Signed SDK requests carry about 1 KiB of headers; more than this is refused with 431. (The
 # HTTP server has buffered them by then: a front proxy bounds memory, see docs/security.md.)
 MAX_HEADER_BYTES = 32 * 1024
 # Health answers 503 when the database has not answered a trivial query by then.
 HEALTH_DEADLINE_S = 5.0
+UNMATCHED = "unknown"  # the operation name of requests that match nothing
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -62,36 +79,52 @@ class ChimeProxyApp:
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         load_operations()
         self.settings = settings
+        clock = clock or Clock()
         database = Database(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
-        self.services = Services(settings, database, clock or Clock())
+        self.events: EventSink = NullSink()
+        if settings.events_url:
+            self.events = WebhookSink(
+                settings.events_url,
+                settings.events_secret,
+                settings.events_queue_size,
+                now_ms=clock.now_ms,
+            )
+        self.services = Services(settings, database, clock, self.events)
         self.metrics = Metrics()
         self.router = Router(service_model())
         self.serializer = OutputSerializer()
-        self.authenticator = Authenticator.from_settings(settings)
-        self.internal: dict[tuple[str, str], Handler] = {
-            ("GET", "/_chimeproxy/health"): self._health,
-            ("GET", "/_chimeproxy/metrics"): self._metrics,
+        self.access = AccessControl(Authenticator.from_settings(settings), settings.route_secret)
+        self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.dataplane = Dataplane(self.services)
+        self.operations = {
+            name: Endpoint(name, Access.SIGV4, self._operation) for name in OPERATIONS
         }
-        if settings.clock_control:
-            self.internal[("POST", "/_chimeproxy/clock")] = self._advance_clock
-        self.dataplane = Dataplane(self.services, self.authenticator)
-        self.internal.update(self.dataplane.routes())
-        middlewares: list[Middleware] = [
-            self._guard,
-            self._internal_routes,
-            self.metrics.middleware,  # after the internal routes: counts API requests only
-            self._authenticate,
-        ]
-        if settings.rate_limit:
-            limiter = RateLimiter(settings.rate_limit)
-            middlewares.append(limiter.middleware)
-        self.handle = chain(middlewares, self._dispatch)
-        # SQLite answers in microseconds from one connection, so its work runs on the event loop;
-        # a network database's round trips run in worker threads over the pool.
-        self._inline = self.services.db.dialect == "sqlite"
-        self._deadline = deadline_seconds()
+        self.endpoints = self._endpoint_table()
         self._sweeper: asyncio.Task[None] | None = None
         self._ready = False
+
+    def _endpoint_table(self) -> EndpointTable:
+        table = EndpointTable()
+        table.add(
+            "GET",
+            "/_chimeproxy/health",
+            Endpoint("Health", Access.NONE, self._health, rate_limited=False),
+        )
+        table.add(
+            "GET",
+            "/_chimeproxy/metrics",
+            Endpoint("Metrics", Access.NONE, self._metrics, rate_limited=False),
+        )
+        clock = self._advance_clock if self.settings.clock_control else self._no_clock_control
+        table.add("POST", "/_chimeproxy/clock", Endpoint("AdvanceClock", Access.NONE, clock))
+        listing = Endpoint(
+            "ListInteractions", Access.SIGV4, InteractionListing(self.services).handle
+        )
+        table.add("GET", SESSION_LISTING, listing)
+        table.add("GET", CONNECTOR_LISTING, listing)
+        for method, template, endpoint in self.dataplane.endpoints():
+            table.add(method, template, endpoint)
+        return table
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -109,7 +142,8 @@ class ChimeProxyApp:
             )
         self.services.token_key  # noqa: B018 -- created now so no request pays for it
         await asyncio.to_thread(self.services.catalog)
-        await self.dataplane.start()
+        if isinstance(self.events, WebhookSink):
+            await self.events.start()
         self._sweeper = asyncio.create_task(sweeper.run_forever(self.services))
         # What start-up built (modules, the service model, the catalog) lives as long as the
         # process: frozen, the collector's full passes no longer walk it, which took 60-80 ms
@@ -118,7 +152,7 @@ class ChimeProxyApp:
         self._ready = True
         log.info(
             "chimeproxy ready",
-            extra={"auth": self.authenticator.mode, "database": db.describe()},
+            extra={"auth": self.access.authenticator.mode, "database": db.describe()},
         )
 
     async def shutdown(self) -> None:
@@ -126,7 +160,8 @@ class ChimeProxyApp:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        await self.dataplane.stop()
+        if isinstance(self.events, WebhookSink):
+            await self.events.stop()
         self.services.db.dispose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -169,9 +204,10 @@ class ChimeProxyApp:
                     f"The request headers are larger than {MAX_HEADER_BYTES} bytes."
                 )
             request.body = await self._read_body(receive, headers)
-            response = await self.handle(request)
         except ServiceError as error:
             response = Response.error(error)
+        else:
+            response = await self.handle(request)
         response.headers.append((b"x-amzn-requestid", request.request_id.encode()))
         response.headers.append((b"content-length", str(len(response.body)).encode()))
         if response.body and not any(name == b"content-type" for name, _ in response.headers):
@@ -216,71 +252,83 @@ class ChimeProxyApp:
                 break
         return b"".join(chunks)
 
-    # Middlewares, outermost first.
+    # The request path.
 
-    async def _guard(self, request: Request, call_next: Handler) -> Response:
+    async def handle(self, request: Request) -> Response:
+        """Answer one request; never raises."""
+        started = time.perf_counter()
         try:
-            return await call_next(request)
+            endpoint = self._match(request)
+            request.operation = endpoint.name
+            caller = self.access.check(request, endpoint.access)
+            if self.limiter is not None and endpoint.rate_limited:
+                self.limiter.check(caller)
+            response = await endpoint.handler(request, request.labels)
         except ServiceError as error:
-            return Response.error(error)
+            response = Response.error(error)
+            if isinstance(error.__cause__, PoolExhausted):
+                self.metrics.pool_exhausted(request)
+        except DatabaseUnavailable as exc:
+            # The store says why (unreachable, busy, too slow); the client may retry.
+            response = Response.error(ServiceUnavailableException(str(exc)))
         except Exception:
             log.exception("unhandled error", extra={"request_id": request.request_id})
-            return Response.error(
+            response = Response.error(
                 ServiceFailureException("The service encountered an unexpected error.")
             )
+        self.metrics.observe(
+            request.operation or UNMATCHED, response.status, time.perf_counter() - started
+        )
+        return response
 
-    async def _internal_routes(self, request: Request, call_next: Handler) -> Response:
-        if not request.raw_path.startswith(INTERNAL_PREFIX):
-            return await call_next(request)
-        handler = self.internal.get((request.method, request.raw_path))
-        if handler is None:
-            handler = self.dataplane.match(request.method, request.raw_path)
-        if handler is None:
-            raise UnknownOperationException(
-                f"No chimeproxy endpoint answers {request.method} {shown_path(request.raw_path)}."
-            )
-        return await handler(request)
-
-    async def _authenticate(self, request: Request, call_next: Handler) -> Response:
-        request.account, request.region = self.authenticator.authenticate(request)
-        return await call_next(request)
-
-    async def _dispatch(self, request: Request) -> Response:
+    def _match(self, request: Request) -> Endpoint:
+        """The endpoint for the request (its labels set on it); 404 when nothing matches."""
+        found = self.endpoints.match(request.method, request.raw_path)
+        if found is not None:
+            endpoint, request.labels = found
+            return endpoint
         match = self.router.match(request.method, request.raw_path, request.query_string)
         if match is None:
             # The path may hold a phone number (/phone-numbers/%2B1...): shown redacted.
             raise UnknownOperationException(
                 f"No operation matches {request.method} {shown_path(request.raw_path)}."
             )
-        operation = match.operation
-        request.operation = operation.name
-        handler = OPERATIONS.get(operation.name)
-        if handler is None:
-            raise NotImplementedOperation(f"{operation.name} is not implemented by chimeproxy.")
-        params = parse_input(operation, match.labels, match.query, request.headers, request.body)
+        request.labels = match.labels
+        request.query = match.query
+        request.model_operation = match.operation
+        endpoint = self.operations.get(match.operation.name)
+        if endpoint is None:
+            request.operation = match.operation.name
+            raise NotImplementedOperation(
+                f"{match.operation.name} is not implemented by chimeproxy."
+            )
+        return endpoint
+
+    async def _operation(self, request: Request, labels: dict[str, str]) -> Response:
+        """An operation of the model: parse and validate its input, run its handler, serialize
+        its output."""
+        operation = request.model_operation
+        assert operation is not None
+        params = parse_input(operation, labels, request.query, request.headers, request.body)
         context = Context(request.account, request.region, request.request_id, self.services)
-        if self._inline:
-            output = handler(context, params)
-        else:
-            output = await run_in_thread(lambda: handler(context, params), self._deadline)
+        handler = OPERATIONS[operation.name]
+        output = await self.services.db.run(
+            lambda: handler(context, params), self.settings.db_deadline
+        )
         status = success_status(operation)
         if status == 204:
             return Response(204)
         return Response(status, self.serializer.body(operation, output))
 
-    # Internal endpoints.
+    # chimeproxy's own endpoints.
 
-    async def _in_db_thread(self, work: Callable[[], Any], deadline: float) -> Any:
-        """Database work off the event loop unless the database is SQLite (see _inline)."""
-        return work() if self._inline else await run_in_thread(work, deadline)
-
-    async def _health(self, request: Request) -> Response:
+    async def _health(self, request: Request, labels: dict[str, str]) -> Response:
         if not self._ready:
             return Response.json(503, {"status": "starting", "version": __version__})
         try:
             # Quick either way: PostgreSQL connects with a timeout and a dead server refuses.
-            await self._in_db_thread(self.services.db.ping, HEALTH_DEADLINE_S)
-        except ServiceError:
+            await self.services.db.run(self.services.db.ping, HEALTH_DEADLINE_S)
+        except DatabaseUnavailable:
             return Response.json(
                 503,
                 {
@@ -295,24 +343,33 @@ class ChimeProxyApp:
                 "status": "ok",
                 "version": __version__,
                 "database": self.services.db.dialect,
-                "auth": self.authenticator.mode,
+                "auth": self.access.authenticator.mode,
             },
         )
 
-    async def _metrics(self, request: Request) -> Response:
+    async def _metrics(self, request: Request, labels: dict[str, str]) -> Response:
         """Prometheus text exposition; the database gauges are computed now (see metrics.py)."""
         now = self.services.clock.now_ms()
+
+        def snapshot() -> stats.Snapshot:
+            with self.services.db.read() as connection:
+                return stats.database_snapshot(connection, now)
+
         try:
-            snapshot = await self._in_db_thread(
-                lambda: scrape_snapshot(self.services.db, now), self._deadline
-            )
-        except ServiceError:  # the database did not answer in time
-            snapshot = None
-        response = Response(200, self.metrics.exposition(snapshot))
+            current = await self.services.db.run(snapshot, self.settings.db_deadline)
+        except DatabaseUnavailable:
+            current = None
+        response = Response(200, self.metrics.exposition(current))
         response.headers.append((b"content-type", METRICS_CONTENT_TYPE.encode()))
         return response
 
-    async def _advance_clock(self, request: Request) -> Response:
+    async def _no_clock_control(self, request: Request, labels: dict[str, str]) -> Response:
+        raise UnknownOperationException(
+            "The clock can only be moved in test mode: start the server with "
+            "`chimeproxy serve --clock-control`."
+        )
+
+    async def _advance_clock(self, request: Request, labels: dict[str, str]) -> Response:
         try:
             document = orjson.loads(request.body or b"{}")
         except orjson.JSONDecodeError as exc:

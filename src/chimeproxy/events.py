@@ -1,6 +1,10 @@
-"""Event webhooks: session and interaction events POSTed to `--events-url`.
+"""Events: what happened to sessions and interactions, for whoever listens.
 
-Emitting never blocks the caller (a request handler, the sweeper's thread): an event is encoded
+Producers (the proxy-session operations, the data plane, the sweeper) publish through the
+`EventSink` their `Services` was given: `NullSink` when nobody listens, `WebhookSink` to POST
+events to `--events-url`.
+
+Publishing never blocks the caller (a request handler, the sweeper's thread): an event is encoded
 at once and put on a bounded queue; when the queue is full it is dropped and logged. One
 background task delivers the queue in order, retrying each event with exponential back-off.
 Each body is signed with HMAC-SHA256 when `--events-secret` is set.
@@ -13,20 +17,14 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Connection
 
-from chimeproxy.dataplane.httpclient import HttpError, post
+from chimeproxy.httpclient import HttpError, post
 from chimeproxy.protocol.serializer import format_timestamp
-
-if TYPE_CHECKING:
-    from chimeproxy.config import Settings
-    from chimeproxy.operations.registry import Context
-    from chimeproxy.services import Services
 
 log = logging.getLogger("chimeproxy.events")
 
@@ -49,8 +47,44 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-class EventBus:
-    """A bounded queue of encoded events and the task that delivers them."""
+class EventSink(Protocol):
+    """Where producers publish events."""
+
+    @property
+    def enabled(self) -> bool:
+        """False when events go nowhere: producers may skip building them."""
+
+    def publish(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        account: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        """Hand over one event; never waits, safe from any thread."""
+
+
+class NullSink:
+    """Events go nowhere (no `--events-url`)."""
+
+    enabled = False
+
+    def publish(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        account: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        return None
+
+
+class WebhookSink:
+    """A bounded queue of encoded events and the task that delivers them to a URL."""
+
+    enabled = True
 
     def __init__(
         self,
@@ -58,12 +92,14 @@ class EventBus:
         secret: str | None,
         queue_size: int,
         *,
+        now_ms: Callable[[], int],
         max_attempts: int = MAX_ATTEMPTS,
         first_delay: float = FIRST_RETRY_DELAY_SECONDS,
         timeout: float = ATTEMPT_TIMEOUT_SECONDS,
     ) -> None:
         self.url = url
         self.secret = secret
+        self.now_ms = now_ms
         self.queue_size = queue_size
         self.max_attempts = max_attempts
         self.first_delay = first_delay
@@ -71,12 +107,6 @@ class EventBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[tuple[str, str, bytes]] | None = None
         self._task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EventBus | None:
-        if not settings.events_url:
-            return None
-        return cls(settings.events_url, settings.events_secret, settings.events_queue_size)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -93,12 +123,11 @@ class EventBus:
         if self._queue is not None and (left := self._queue.qsize()):
             log.warning("events not delivered at shutdown", extra={"events": left})
 
-    def emit(
+    def publish(
         self,
         event_type: str,
         data: dict[str, Any],
         *,
-        time_ms: int,
         account: str | None = None,
         region: str | None = None,
     ) -> None:
@@ -108,7 +137,7 @@ class EventBus:
             {
                 "id": event_id,
                 "type": event_type,
-                "time": format_timestamp(time_ms),
+                "time": format_timestamp(self.now_ms()),
                 "account": account,
                 "region": region,
                 "data": data,
@@ -178,80 +207,3 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-# The bus of each running app, found from the Services its handlers share.
-_buses: dict[int, EventBus] = {}
-_buses_lock = threading.Lock()
-
-
-def attach(services: Services, bus: EventBus) -> None:
-    with _buses_lock:
-        _buses[id(services)] = bus
-
-
-def detach(services: Services) -> None:
-    with _buses_lock:
-        _buses.pop(id(services), None)
-
-
-def enabled(services: Services) -> bool:
-    return id(services) in _buses
-
-
-def publish(
-    services: Services,
-    event_type: str,
-    data: dict[str, Any],
-    *,
-    account: str | None = None,
-    region: str | None = None,
-) -> None:
-    """Emit an event when event webhooks are configured; otherwise nothing."""
-    bus = _buses.get(id(services))
-    if bus is not None:
-        bus.emit(event_type, data, time_ms=services.clock.now_ms(), account=account, region=region)
-
-
-def with_iso_timestamps(shape: dict[str, Any]) -> dict[str, Any]:
-    """An API shape with its `...Timestamp` members as the API writes them."""
-    return {
-        key: format_timestamp(value) if key.endswith("Timestamp") and value is not None else value
-        for key, value in shape.items()
-    }
-
-
-def session_event(context: Context, change: str, session: dict[str, Any]) -> dict[str, Any]:
-    """Hook of the proxy-session operations: `change` is created, updated or deleted; an update
-    that closed the session is announced as closed too. Answers `session` unchanged."""
-    if not enabled(context.services):
-        return session
-    data = with_iso_timestamps(session)
-    where = {"account": context.account, "region": context.region}
-    publish(context.services, f"session.{change}", data, **where)
-    if change == "updated" and session.get("Status") == "Closed":
-        publish(context.services, SESSION_CLOSED, data, **where)
-    return session
-
-
-def expiring_sessions(services: Services, connection: Connection, now: int) -> list[Any]:
-    """For the sweeper, before it closes expired sessions: those it is about to close, as
-    events to publish once its transaction commits (none when events are off)."""
-    if not enabled(services):
-        return []
-    from chimeproxy.operations.proxy import session_shape
-    from chimeproxy.store import interactions
-
-    return [
-        (
-            with_iso_timestamps(session_shape(row, row["connector_id"], now)),
-            row["connector_account"],
-            row["connector_region"],
-        )
-        for row in interactions.expiring_sessions(connection, now)
-    ]
-
-
-def announce_closed(services: Services, closed: list[Any]) -> None:
-    for data, account, region in closed:
-        publish(services, SESSION_CLOSED, data, account=account, region=region)

@@ -1,4 +1,4 @@
-"""Small outbound HTTP helpers of the data plane: an asyncio POST that a task cancellation stops
+"""Small outbound HTTP helpers: an asyncio POST that a task cancellation stops
 at once (event webhooks) and blocking GET/POST for work that already runs in a worker thread."""
 
 from __future__ import annotations

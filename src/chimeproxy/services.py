@@ -1,13 +1,16 @@
-"""What handlers share: settings, database, clock, the number catalog and the token key."""
+"""What handlers share: settings, database, clock, the event sink, the number catalog and the
+token key. Built once by the application and handed to every operation and endpoint."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from chimeproxy.clock import Clock
-from chimeproxy.config import Settings
 from chimeproxy.domain.catalog import Catalog
+from chimeproxy.domain.catalog_builtin import builtin_catalog
+from chimeproxy.events import EventSink, NullSink
+from chimeproxy.settings import Settings
 from chimeproxy.store import catalog as catalog_store
 from chimeproxy.store.database import Database
 
@@ -17,6 +20,7 @@ class Services:
     settings: Settings
     db: Database
     clock: Clock
+    events: EventSink = field(default_factory=NullSink)
 
     _catalog: tuple[str | None, Catalog] | None = None
 
@@ -27,7 +31,7 @@ class Services:
             current = catalog_store.revision(connection)
             if self._catalog is None or self._catalog[0] != current:
                 # Once an operator has imported a catalog, even an empty one, only it is offered.
-                catalog = catalog_store.load(connection) if current else Catalog.builtin()
+                catalog = catalog_store.load(connection) if current else builtin_catalog()
                 self._catalog = (current, catalog)
         return self._catalog[1]
 

@@ -3,24 +3,20 @@ middleware, and the text exposition."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from chimeproxy.domain.selection import PoolExhausted
-from chimeproxy.metrics import Metrics, Snapshot, database_snapshot, scrape_snapshot
-from chimeproxy.protocol.errors import BadRequestException, NotFoundException
-from chimeproxy.protocol.http import Request, Response
+from chimeproxy.metrics import Metrics
+from chimeproxy.protocol.http import Request
 from chimeproxy.store import proxy
-from chimeproxy.store.database import Database
+from chimeproxy.store.database import Database, DatabaseUnavailable
 from chimeproxy.store.schema import phone_numbers, proxy_configs, voice_connectors
+from chimeproxy.store.stats import Snapshot, database_snapshot
 
 NOW = 10_000_000_000
 MINUTE_MS = 60_000
@@ -134,8 +130,17 @@ def connector_id(db: Database, pk: int) -> str:
         return connection.scalar(select(voice_connectors.c.id).where(voice_connectors.c.pk == pk))
 
 
-def request(path: str = "/voice-connectors/abc/proxy-sessions") -> Request:
-    return Request("POST", path, "", {}, b"", "127.0.0.1", account="111122223333")
+def request() -> Request:
+    return Request(
+        "POST",
+        "/voice-connectors/abc/proxy-sessions",
+        "",
+        {},
+        b"",
+        "127.0.0.1",
+        account="111122223333",
+        labels={"voiceConnectorId": "abc"},
+    )
 
 
 def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -146,33 +151,17 @@ def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     return found
 
 
-def test_middleware_counts_statuses_latency_and_pool_exhaustion() -> None:
+def test_observe_counts_statuses_latency_and_pool_exhaustion() -> None:
     metrics = Metrics()
-
-    async def ok(req: Request) -> Response:
-        req.operation = "CreateProxySession"
-        return Response(201, b"{}")
-
-    async def exhausted(req: Request) -> Response:
-        req.operation = "CreateProxySession"
-        try:
-            raise PoolExhausted("busy", "all 2 matching numbers are in use")  # type: ignore[arg-type]
-        except PoolExhausted as exc:
-            raise BadRequestException(str(exc)) from exc
-
-    async def missing(req: Request) -> Response:
-        req.operation = "GetProxySession"
-        raise NotFoundException("no")
-
-    async def broken(req: Request) -> Response:
-        raise RuntimeError("bug")
-
-    async def run(handler: Any) -> None:
-        with contextlib.suppress(Exception):
-            await metrics.middleware(request(), handler)
-
-    for handler in (ok, ok, exhausted, missing, broken):
-        asyncio.run(run(handler))
+    for operation, status in [
+        ("CreateProxySession", 201),
+        ("CreateProxySession", 201),
+        ("CreateProxySession", 400),
+        ("GetProxySession", 404),
+        ("unknown", 500),
+    ]:
+        metrics.observe(operation, status, 0.001)
+    metrics.pool_exhausted(request())
     found = samples(metrics.exposition(Snapshot()))
     assert found[("chimeproxy_requests_total",
                   (("operation", "CreateProxySession"), ("status", "201")))] == 2  # fmt: skip
@@ -186,15 +175,12 @@ def test_middleware_counts_statuses_latency_and_pool_exhaustion() -> None:
                   (("operation", "CreateProxySession"),))] == 3  # fmt: skip
     assert found[("chimeproxy_proxy_pool_exhausted_total",
                   (("account", "111122223333"), ("voice_connector", "abc")))] == 1  # fmt: skip
-    # A plain BadRequest (not from the pool) is no exhaustion.
-    assert (
-        sum(v for (n, _), v in found.items() if n == "chimeproxy_proxy_pool_exhausted_total") == 1
-    )
 
 
 def test_exposition_says_when_the_database_did_not_answer(tmp_path: Path) -> None:
     gone = Database(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")  # its directory does not exist
-    assert scrape_snapshot(gone, NOW) is None
+    with pytest.raises(DatabaseUnavailable), gone.read() as connection:
+        database_snapshot(connection, NOW)
     found = samples(Metrics().exposition(None))
     assert found[("chimeproxy_database_up", ())] == 0
     assert not any(name.startswith("chimeproxy_proxy_sessions") for name, _ in found)
@@ -202,11 +188,6 @@ def test_exposition_says_when_the_database_did_not_answer(tmp_path: Path) -> Non
 
 def test_two_apps_in_one_process_count_apart() -> None:
     first, second = Metrics(), Metrics()
-
-    async def ok(req: Request) -> Response:
-        req.operation = "ListProxySessions"
-        return Response(200, b"{}")
-
-    asyncio.run(first.middleware(request(), ok))
+    first.observe("ListProxySessions", 200, 0.001)
     found = samples(second.exposition(Snapshot()))
     assert not any(name == "chimeproxy_requests_total" for name, _ in found)

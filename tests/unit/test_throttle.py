@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chimeproxy.protocol.http import Request, Response
+from chimeproxy.protocol.errors import ServiceError
+from chimeproxy.protocol.http import Response
 from chimeproxy.protocol.throttle import RateLimiter
 
 
@@ -157,23 +156,23 @@ def test_eviction_never_changes_an_answer(rate: float, steps: list[tuple[float, 
         assert bucket.allow(account) == reference.allow(account, clock.now)
 
 
-def test_the_middleware_answers_429_with_retry_headers() -> None:
+def test_a_caller_without_a_token_gets_429_with_retry_headers() -> None:
     bucket, _ = limiter(1)
 
-    async def endpoint(request: Request) -> Response:
-        return Response(200, b"{}")
+    def call(caller: str) -> Response | None:
+        try:
+            bucket.check(caller)
+        except ServiceError as error:
+            return Response.error(error)
+        return None
 
-    def call(account: str) -> Response:
-        request = Request("GET", "/voice-connectors", "", {}, b"", None, account=account)
-        return asyncio.run(bucket.middleware(request, endpoint))
-
-    assert call("a").status == 200
-    throttled = call("a")
-    assert throttled.status == 429
+    assert call("account:a") is None
+    throttled = call("account:a")
+    assert throttled is not None and throttled.status == 429
     assert throttled.error_type == "ThrottledClientException"
     headers = dict(throttled.headers)
     assert headers[b"x-amzn-errortype"] == b"ThrottledClientException"
     assert headers[b"retry-after"] == b"1"
     assert 0 < int(headers[b"x-amz-retry-after"]) <= 1000
     assert b"1 requests per second" in throttled.body
-    assert call("b").status == 200
+    assert call("account:b") is None  # another caller has its own bucket

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from chimeproxy.dataplane.events import SIGNATURE_HEADER, sign
-from chimeproxy.dataplane.httpclient import HttpError, post_blocking
-from chimeproxy.dataplane.options import SMS_PROVIDERS
+from chimeproxy.events import SIGNATURE_HEADER, sign
+from chimeproxy.httpclient import HttpError, post_blocking
+from chimeproxy.settings import SMS_PROVIDERS
 
 if TYPE_CHECKING:
-    from chimeproxy.config import Settings
+    from chimeproxy.settings import Settings
 
 SEND_TIMEOUT_SECONDS = 10.0
 

@@ -10,12 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, RowMapping
 
-from chimeproxy.dataplane import events
-from chimeproxy.domain import lifecycle
+from chimeproxy import events, shapes
+from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164
 from chimeproxy.domain.routing import Action, Decision, RouteFacts, decide
-from chimeproxy.operations.proxy import session_shape
-from chimeproxy.protocol.serializer import format_timestamp
 from chimeproxy.store import interactions as store
 
 if TYPE_CHECKING:
@@ -77,39 +75,8 @@ class Routed:
 
     def publish(self, services: Services) -> None:
         for event_type, data in self.pending_events:
-            events.publish(services, event_type, data, account=self.account, region=self.region)
+            services.events.publish(event_type, data, account=self.account, region=self.region)
         self.pending_events.clear()
-
-
-def interaction_shape(
-    values: dict[str, Any] | RowMapping,
-    connector_id: str,
-    session_id: str | None,
-    *,
-    with_body: bool,
-) -> dict[str, Any]:
-    """An interaction as the listing endpoint and the events show it (keys sorted)."""
-    ended = values["ended_at"]
-    return {
-        "Action": values["action"],
-        "CallId": values["call_id"],
-        "Direction": values["direction"],
-        "DurationSeconds": values["duration_seconds"],
-        "EndedTimestamp": format_timestamp(ended) if ended is not None else None,
-        "FromPhoneNumber": values["caller"],
-        "InteractionId": values["id"],
-        "Kind": values["kind"],
-        "MessageBody": values["body"] if with_body else None,
-        "OutOfSession": values["out_of_session"],
-        "Outcome": values["outcome"],
-        "ProxyPhoneNumber": values["proxy_number"],
-        "ProxySessionId": session_id,
-        "Reason": values["reason"],
-        "RejectStatus": values["reject_status"],
-        "StartedTimestamp": format_timestamp(values["started_at"]),
-        "ToPhoneNumber": values["target"],
-        "VoiceConnectorId": connector_id,
-    }
 
 
 def decide_in(
@@ -179,28 +146,21 @@ def record(
         "ended_at": now if (ended or rejected) else None,
     }
     store.insert_interaction(connection, values)
-    shape = interaction_shape(
+    shape = shapes.interaction(
         values, row["connector_id"], session.id if session else None, with_body=True
     )
     routed.interaction = shape
     starts = session is not None and decision.starts_session and start_session
     if starts and store.mark_in_progress(connection, session.pk, now):  # type: ignore[union-attr]
-        started = session_shape(
-            {**row, "status": lifecycle.IN_PROGRESS},  # type: ignore[arg-type]
-            row["connector_id"],
-            now,
+        started = shapes.proxy_session(
+            {**row, "status": SessionStatus.IN_PROGRESS}, row["connector_id"], now
         )
-        routed.pending_events.append((events.SESSION_UPDATED, events.with_iso_timestamps(started)))
-    public = event_shape(shape, settings.store_message_bodies)
+        routed.pending_events.append((events.SESSION_UPDATED, shapes.with_iso_timestamps(started)))
+    public = shapes.event_interaction(shape, settings.store_message_bodies)
     if decision.out_of_session is not None:
         routed.pending_events.append((events.OUT_OF_SESSION_CONTACT, public))
     if not rejected:
         routed.pending_events.append((events.INTERACTION_STARTED, public))
-
-
-def event_shape(shape: dict[str, Any], with_body: bool) -> dict[str, Any]:
-    """Events carry a message body only when bodies are stored (--store-message-bodies)."""
-    return shape if with_body else {**shape, "MessageBody": None}
 
 
 def route_call(
@@ -237,14 +197,13 @@ def end_interaction(
         if not store.end_interaction(connection, interaction_id, outcome, duration_seconds, now):
             return False
     values = {**row, "outcome": outcome, "duration_seconds": duration_seconds, "ended_at": now}
-    shape = interaction_shape(
+    shape = shapes.interaction(
         values,
         row["connector_id"],
         row["session_id"],
         with_body=services.settings.store_message_bodies,
     )
-    events.publish(
-        services,
+    services.events.publish(
         events.INTERACTION_ENDED,
         shape,
         account=row["connector_account"],

@@ -13,16 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from chimeproxy.dataplane import events
+from chimeproxy import events, shapes
 from chimeproxy.dataplane.providers import SendError, SmsProvider
-from chimeproxy.dataplane.route import REJECTED, Routed, decide_in, event_shape, record
+from chimeproxy.dataplane.route import REJECTED, Routed, decide_in, record
 from chimeproxy.domain.routing import SMS, Action
 from chimeproxy.store import interactions as store
 
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
     from chimeproxy.services import Services
 
 log = logging.getLogger("chimeproxy.sms")
-T = TypeVar("T")
-RunDb = Callable[..., Awaitable[Any]]
 
 
 class Keyword(StrEnum):
@@ -146,14 +143,15 @@ def finish(services: Services, prepared: Prepared, outcome: str, reason: str | N
 async def relay(
     services: Services,
     provider: SmsProvider | None,
-    run_db: RunDb,
     sender: object,
     to: object,
     body: str,
+    deadline: float,
 ) -> Prepared:
-    """Route, record and send one inbound message; the answer carries the outcome."""
-    prepared: Prepared = await run_db(
-        prepare, services, sender, to, body, can_send=provider is not None
+    """Route, record and send one inbound message; the answer carries the outcome. Each
+    database step is bounded by `deadline` seconds (Database.run)."""
+    prepared = await services.db.run(
+        lambda: prepare(services, sender, to, body, can_send=provider is not None), deadline
     )
     routed = prepared.routed
     if prepared.send is not None:
@@ -169,7 +167,8 @@ async def relay(
                 "SMS not sent",
                 extra={"interaction_id": routed.interaction_id, "problem": reason},
             )
-        await run_db(finish, services, prepared, prepared.outcome, reason)
+        outcome = prepared.outcome
+        await services.db.run(lambda: finish(services, prepared, outcome, reason), deadline)
         if routed.interaction is not None:
             routed.interaction = {
                 **routed.interaction,
@@ -177,7 +176,7 @@ async def relay(
                 "Reason": reason,
             }
     if routed.interaction is not None and routed.decision.action is not Action.REJECT:
-        shape = event_shape(routed.interaction, services.settings.store_message_bodies)
+        shape = shapes.event_interaction(routed.interaction, services.settings.store_message_bodies)
         routed.pending_events.append((events.INTERACTION_ENDED, shape))
     routed.publish(services)
     return prepared

@@ -22,10 +22,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from chimeproxy.dataplane.httpclient import HttpError, fetch
+from chimeproxy.httpclient import HttpError, fetch
 
 if TYPE_CHECKING:
-    from chimeproxy.config import Settings
+    from chimeproxy.settings import Settings
 
 NOTIFICATION = "Notification"
 SUBSCRIPTION_CONFIRMATION = "SubscriptionConfirmation"

@@ -8,9 +8,11 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, RowMapping
 
+from chimeproxy import shapes
 from chimeproxy.domain import ids
 from chimeproxy.domain.catalog import CatalogNumber
 from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164
+from chimeproxy.domain.phone_numbers import PhoneNumberStatus
 from chimeproxy.operations.common import (
     DEFAULT_PAGE,
     e164_member,
@@ -22,62 +24,7 @@ from chimeproxy.operations.registry import Context, Output, operation
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.store import phone_numbers
 
-CAPABILITY_NAMES = (
-    "InboundCall",
-    "OutboundCall",
-    "InboundSMS",
-    "OutboundSMS",
-    "InboundMMS",
-    "OutboundMMS",
-)
-VOICE_CONNECTOR_ASSOCIATION = "VoiceConnectorId"
 SEARCH_PAGE = 100
-
-
-def number_shape(row: RowMapping) -> dict[str, Any]:
-    held = set(row["capabilities"].split(","))
-    associations = []
-    if row["voice_connector_id"] is not None:
-        associations.append(
-            {
-                "Name": VOICE_CONNECTOR_ASSOCIATION,
-                "Value": row["voice_connector_id"],
-                "AssociatedTimestamp": row["associated_at"],
-            }
-        )
-    return {
-        "PhoneNumberId": row["e164"],
-        "E164PhoneNumber": row["e164"],
-        "Country": row["country"],
-        "Type": row["number_type"],
-        "ProductType": row["product_type"],
-        "Status": row["status"],
-        "Capabilities": {name: name in held for name in CAPABILITY_NAMES},
-        "Associations": associations,
-        "CallingName": row["calling_name"],
-        "CallingNameStatus": "UpdateSucceeded" if row["calling_name"] else "Unassigned",
-        "CreatedTimestamp": row["created_at"],
-        "UpdatedTimestamp": row["updated_at"],
-        "DeletionTimestamp": row["deletion_at"],
-        "OrderId": row["order_id"],
-        "Name": row["name"],
-    }
-
-
-def order_shape(row: RowMapping) -> dict[str, Any]:
-    return {
-        "PhoneNumberOrderId": row["id"],
-        "ProductType": row["product_type"],
-        "Status": row["status"],
-        "OrderType": row["order_type"],
-        "OrderedPhoneNumbers": [
-            {"E164PhoneNumber": number, "Status": status}
-            for number, status in orjson.loads(row["numbers"])
-        ],
-        "CreatedTimestamp": row["created_at"],
-        "UpdatedTimestamp": row["updated_at"],
-        "FocDate": None,
-    }
 
 
 def _require_number(connection: Connection, context: Context, raw_id: str) -> RowMapping:
@@ -167,7 +114,7 @@ def create_phone_number_order(context: Context, params: dict[str, Any]) -> Outpu
                     "area_code": entry.area_code,
                     "number_type": entry.number_type,
                     "product_type": params["ProductType"],
-                    "status": "Unassigned",
+                    "status": PhoneNumberStatus.UNASSIGNED,
                     "capabilities": ",".join(sorted(entry.capabilities)),
                     "name": params.get("Name"),
                     "order_id": order_id,
@@ -193,7 +140,7 @@ def create_phone_number_order(context: Context, params: dict[str, Any]) -> Outpu
         return order
 
     order = services.db.write_retrying(place)
-    return {"PhoneNumberOrder": order_shape(order)}  # type: ignore[arg-type]
+    return {"PhoneNumberOrder": shapes.phone_number_order(order)}  # type: ignore[arg-type]
 
 
 @operation("GetPhoneNumberOrder")
@@ -204,7 +151,7 @@ def get_phone_number_order(context: Context, params: dict[str, Any]) -> Output:
         )
     if row is None:
         raise NotFoundException(f"Phone number order {params['PhoneNumberOrderId']} not found.")
-    return {"PhoneNumberOrder": order_shape(row)}
+    return {"PhoneNumberOrder": shapes.phone_number_order(row)}
 
 
 @operation("ListPhoneNumberOrders")
@@ -216,7 +163,7 @@ def list_phone_number_orders(context: Context, params: dict[str, Any]) -> Output
             connection, context.account, context.region, tuple(after) if after else None, limit + 1
         )
     return {
-        "PhoneNumberOrders": [order_shape(row) for row in rows[:limit]],
+        "PhoneNumberOrders": [shapes.phone_number_order(row) for row in rows[:limit]],
         "NextToken": next_token(
             context, "orders", rows, limit, lambda r: [r["created_at"], r["id"]]
         ),
@@ -227,7 +174,7 @@ def list_phone_number_orders(context: Context, params: dict[str, Any]) -> Output
 def get_phone_number(context: Context, params: dict[str, Any]) -> Output:
     with context.services.db.read() as connection:
         row = _require_number(connection, context, params["PhoneNumberId"])
-    return {"PhoneNumber": number_shape(row)}
+    return {"PhoneNumber": shapes.phone_number(row)}
 
 
 @operation("ListPhoneNumbers")
@@ -240,7 +187,7 @@ def list_phone_numbers(context: Context, params: dict[str, Any]) -> Output:
     with context.services.db.read() as connection:
         connector_pk = None
         if filter_name is not None:
-            if filter_name != VOICE_CONNECTOR_ASSOCIATION:
+            if filter_name != shapes.VOICE_CONNECTOR_ASSOCIATION:
                 return {"PhoneNumbers": [], "NextToken": None}
             connector = require_connector(connection, context, filter_value)
             connector_pk = connector["pk"]
@@ -255,7 +202,7 @@ def list_phone_numbers(context: Context, params: dict[str, Any]) -> Output:
             limit=limit + 1,
         )
     return {
-        "PhoneNumbers": [number_shape(row) for row in rows[:limit]],
+        "PhoneNumbers": [shapes.phone_number(row) for row in rows[:limit]],
         "NextToken": next_token(context, "phone-numbers", rows, limit, lambda r: [r["e164"]]),
     }
 
@@ -275,7 +222,7 @@ def update_phone_number(context: Context, params: dict[str, Any]) -> Output:
                 changes[column] = params[member] or None
         phone_numbers.update_number(connection, row["pk"], changes)
         row = _require_number(connection, context, row["e164"])
-    return {"PhoneNumber": number_shape(row)}
+    return {"PhoneNumber": shapes.phone_number(row)}
 
 
 @operation("DeletePhoneNumber")
@@ -287,11 +234,15 @@ def delete_phone_number(context: Context, params: dict[str, Any]) -> Output:
             raise BadRequestException(
                 "The phone number is associated with a voice connector; disassociate it first."
             )
-        if row["status"] != "DeleteInProgress":
+        if row["status"] != PhoneNumberStatus.DELETE_IN_PROGRESS:
             phone_numbers.update_number(
                 connection,
                 row["pk"],
-                {"status": "DeleteInProgress", "deletion_at": now, "updated_at": now},
+                {
+                    "status": PhoneNumberStatus.DELETE_IN_PROGRESS,
+                    "deletion_at": now,
+                    "updated_at": now,
+                },
             )
     return None
 
@@ -301,13 +252,15 @@ def restore_phone_number(context: Context, params: dict[str, Any]) -> Output:
     now = context.services.clock.now_ms()
     with context.services.db.write() as connection:
         row = _require_number(connection, context, params["PhoneNumberId"])
-        if row["status"] != "DeleteInProgress":
+        if row["status"] != PhoneNumberStatus.DELETE_IN_PROGRESS:
             raise BadRequestException("Only a phone number in the deletion queue can be restored.")
         phone_numbers.update_number(
-            connection, row["pk"], {"status": "Unassigned", "deletion_at": None, "updated_at": now}
+            connection,
+            row["pk"],
+            {"status": PhoneNumberStatus.UNASSIGNED, "deletion_at": None, "updated_at": now},
         )
         row = _require_number(connection, context, row["e164"])
-    return {"PhoneNumber": number_shape(row)}
+    return {"PhoneNumber": shapes.phone_number(row)}
 
 
 def _number_error(e164: str, code: str, message: str) -> dict[str, str]:
@@ -330,7 +283,7 @@ def associate_phone_numbers(context: Context, params: dict[str, Any]) -> Output:
             if row is None:
                 errors.append(_number_error(e164, "NotFound", "Phone number not found."))
                 continue
-            if row["status"] == "DeleteInProgress":
+            if row["status"] == PhoneNumberStatus.DELETE_IN_PROGRESS:
                 errors.append(
                     _number_error(e164, "BadRequest", "The phone number is being deleted.")
                 )
@@ -364,7 +317,7 @@ def associate_phone_numbers(context: Context, params: dict[str, Any]) -> Output:
                 row["pk"],
                 {
                     "voice_connector_pk": connector["pk"],
-                    "status": "Assigned",
+                    "status": PhoneNumberStatus.ASSIGNED,
                     "associated_at": now,
                     "updated_at": now,
                 },
@@ -406,7 +359,7 @@ def disassociate_phone_numbers(context: Context, params: dict[str, Any]) -> Outp
                 row["pk"],
                 {
                     "voice_connector_pk": None,
-                    "status": "Unassigned",
+                    "status": PhoneNumberStatus.UNASSIGNED,
                     "associated_at": None,
                     "updated_at": now,
                 },

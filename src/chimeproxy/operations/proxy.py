@@ -7,8 +7,9 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from chimeproxy.dataplane import events
+from chimeproxy import events, shapes
 from chimeproxy.domain import ids, lifecycle
+from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.phone import number_facts
 from chimeproxy.domain.selection import (
     Candidate,
@@ -31,44 +32,6 @@ from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.store import proxy
 
 DEFAULT_BEHAVIOR = "PreferSticky"
-
-
-# Shapes.
-
-
-def proxy_shape(row: RowMapping) -> dict[str, Any]:
-    return {
-        "DefaultSessionExpiryMinutes": row["default_expiry_minutes"],
-        "Disabled": row["disabled"],
-        "FallBackPhoneNumber": row["fallback_number"],
-        "PhoneNumberCountries": row["countries"].split(","),
-    }
-
-
-def session_shape(row: RowMapping, connector_id: str, now: int) -> dict[str, Any]:
-    state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
-    geo_params = None
-    if row["geo_country"] is not None or row["geo_area_code"] is not None:
-        geo_params = {"Country": row["geo_country"], "AreaCode": row["geo_area_code"]}
-    number = row["proxy_number"]
-    return {
-        "VoiceConnectorId": connector_id,
-        "ProxySessionId": row["id"],
-        "Name": row["name"],
-        "Status": state.status,
-        "ExpiryMinutes": row["expiry_minutes"] if row["expiry_minutes_given"] else None,
-        "Capabilities": row["capabilities"].split(","),
-        "CreatedTimestamp": row["created_at"],
-        "UpdatedTimestamp": row["updated_at"],
-        "EndedTimestamp": state.ended_at,
-        "Participants": [
-            {"PhoneNumber": row["participant_1"], "ProxyPhoneNumber": number},
-            {"PhoneNumber": row["participant_2"], "ProxyPhoneNumber": number},
-        ],
-        "NumberSelectionBehavior": row["number_selection_behavior"],
-        "GeoMatchLevel": row["geo_match_level"],
-        "GeoMatchParams": geo_params,
-    }
 
 
 # Input checks the model cannot express.
@@ -191,7 +154,7 @@ def put_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Outpu
     with context.services.db.write() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
         proxy.put_config(connection, {"voice_connector_pk": connector["pk"], **values})
-    return {"Proxy": proxy_shape(values)}  # type: ignore[arg-type]
+    return {"Proxy": shapes.proxy_config(values)}  # type: ignore[arg-type]
 
 
 @operation("GetVoiceConnectorProxy")
@@ -199,7 +162,7 @@ def get_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Outpu
     with context.services.db.read() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
         config = _require_config(connection, connector)
-    return {"Proxy": proxy_shape(config)}
+    return {"Proxy": shapes.proxy_config(config)}
 
 
 @operation("DeleteVoiceConnectorProxy")
@@ -289,7 +252,7 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
             "voice_connector_pk": connector["pk"],
             "id": ids.uuid_id(),
             "name": params.get("Name"),
-            "status": lifecycle.OPEN,
+            "status": SessionStatus.OPEN,
             "capabilities": ",".join(capabilities),
             "expiry_minutes": expiry,
             "expiry_minutes_given": expiry_given,
@@ -309,10 +272,10 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
         # A concurrent create that won this number makes the unique constraint fail here;
         # the whole transaction then runs again and sees that number as busy.
         proxy.record_allocation(connection, connector["pk"], session, session_pk)
-        return session_shape(session, connector["id"], now)  # type: ignore[arg-type]
+        return shapes.proxy_session(session, connector["id"], now)  # type: ignore[arg-type]
 
     created = services.db.write_retrying(allocate)
-    return {"ProxySession": events.session_event(context, "created", created)}
+    return {"ProxySession": _announce(context, events.SESSION_CREATED, created)}
 
 
 @operation("GetProxySession")
@@ -329,11 +292,11 @@ def get_proxy_session(context: Context, params: dict[str, Any]) -> Output:
         context.services.settings.retention_ms,
     )
     if found is not None:
-        return {"ProxySession": session_shape(found, found["voice_connector_id"], now)}  # type: ignore[arg-type]
+        return {"ProxySession": shapes.proxy_session(found, found["voice_connector_id"], now)}  # type: ignore[arg-type]
     with context.services.db.read() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
         row = _require_session(connection, context, connector, params["ProxySessionId"], now)
-    return {"ProxySession": session_shape(row, connector["id"], now)}
+    return {"ProxySession": shapes.proxy_session(row, connector["id"], now)}
 
 
 @operation("ListProxySessions")
@@ -355,7 +318,7 @@ def list_proxy_sessions(context: Context, params: dict[str, Any]) -> Output:
             retention_ms=context.services.settings.retention_ms,
         )
     return {
-        "ProxySessions": [session_shape(row, connector_id, now) for row in rows[:limit]],
+        "ProxySessions": [shapes.proxy_session(row, connector_id, now) for row in rows[:limit]],
         "NextToken": next_token(
             context, listing, rows, limit, lambda r: [r["created_at"], r["id"]]
         ),
@@ -373,7 +336,7 @@ def update_proxy_session(context: Context, params: dict[str, Any]) -> Output:
             connection, context, connector, params["ProxySessionId"], now, lock=True
         )
         state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
-        if state.status == lifecycle.CLOSED:
+        if state.status == SessionStatus.CLOSED:
             raise BadRequestException(f"Proxy session {row['id']} is Closed and cannot change.")
         number_capabilities = proxy.number_capabilities(connection, row["proxy_number"])
         if not covers(number_capabilities, frozenset(capabilities)):
@@ -391,13 +354,13 @@ def update_proxy_session(context: Context, params: dict[str, Any]) -> Output:
                 "expires_at": expires,
             }
             if closed_at is not None:
-                changes |= {"status": lifecycle.CLOSED, "ended_at": closed_at}
+                changes |= {"status": SessionStatus.CLOSED, "ended_at": closed_at}
                 proxy.release_routes(connection, row["pk"])
             else:
                 proxy.set_route_expiry(connection, row["pk"], expires)
         proxy.update_session(connection, row["pk"], changes)
-    updated = session_shape({**row, **changes}, connector["id"], now)  # type: ignore[arg-type]
-    return {"ProxySession": events.session_event(context, "updated", updated)}
+    updated = shapes.proxy_session({**row, **changes}, connector["id"], now)  # type: ignore[arg-type]
+    return {"ProxySession": _announce(context, events.SESSION_UPDATED, updated)}
 
 
 @operation("DeleteProxySession")
@@ -409,5 +372,18 @@ def delete_proxy_session(context: Context, params: dict[str, Any]) -> Output:
             connection, context, connector, params["ProxySessionId"], now, lock=True
         )
         proxy.delete_session(connection, row["pk"])
-    events.session_event(context, "deleted", session_shape(row, connector["id"], now))
+    _announce(context, events.SESSION_DELETED, shapes.proxy_session(row, connector["id"], now))
     return None
+
+
+def _announce(context: Context, event_type: str, session: dict[str, Any]) -> dict[str, Any]:
+    """Publish a session change (an update that closed the session is announced as closed
+    too); answers `session` unchanged."""
+    sink = context.services.events
+    if sink.enabled:
+        data = shapes.with_iso_timestamps(session)
+        where = {"account": context.account, "region": context.region}
+        sink.publish(event_type, data, **where)
+        if event_type == events.SESSION_UPDATED and session["Status"] == SessionStatus.CLOSED:
+            sink.publish(events.SESSION_CLOSED, data, **where)
+    return session

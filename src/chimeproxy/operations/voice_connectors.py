@@ -5,28 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import RowMapping
-
+from chimeproxy import shapes
 from chimeproxy.domain import ids
 from chimeproxy.operations.common import DEFAULT_PAGE, next_token, page_after, require_connector
 from chimeproxy.operations.registry import Context, Output, operation
 from chimeproxy.protocol.errors import ConflictException
 from chimeproxy.store import voice_connectors
-
-
-def shape(row: RowMapping, region: str, account: str) -> dict[str, Any]:
-    return {
-        "VoiceConnectorId": row["id"],
-        "AwsRegion": row["aws_region"],
-        "Name": row["name"],
-        "OutboundHostName": ids.outbound_host_name(row["id"]),
-        "RequireEncryption": row["require_encryption"],
-        "CreatedTimestamp": row["created_at"],
-        "UpdatedTimestamp": row["updated_at"],
-        "VoiceConnectorArn": ids.voice_connector_arn(region, account, row["id"]),
-        "IntegrationType": row["integration_type"],
-        "NetworkType": row["network_type"],
-    }
 
 
 @operation("CreateVoiceConnector")
@@ -46,14 +30,14 @@ def create_voice_connector(context: Context, params: dict[str, Any]) -> Output:
     }
     with context.services.db.write() as connection:
         voice_connectors.insert(connection, values)
-    return {"VoiceConnector": shape(values, context.region, context.account)}  # type: ignore[arg-type]
+    return {"VoiceConnector": shapes.voice_connector(values, context.region, context.account)}  # type: ignore[arg-type]
 
 
 @operation("GetVoiceConnector")
 def get_voice_connector(context: Context, params: dict[str, Any]) -> Output:
     with context.services.db.read() as connection:
         row = require_connector(connection, context, params["VoiceConnectorId"])
-    return {"VoiceConnector": shape(row, context.region, context.account)}
+    return {"VoiceConnector": shapes.voice_connector(row, context.region, context.account)}
 
 
 @operation("ListVoiceConnectors")
@@ -65,7 +49,9 @@ def list_voice_connectors(context: Context, params: dict[str, Any]) -> Output:
             connection, context.account, context.region, tuple(after) if after else None, limit + 1
         )
     return {
-        "VoiceConnectors": [shape(row, context.region, context.account) for row in rows[:limit]],
+        "VoiceConnectors": [
+            shapes.voice_connector(row, context.region, context.account) for row in rows[:limit]
+        ],
         "NextToken": next_token(
             context, "voice-connectors", rows, limit, lambda r: [r["created_at"], r["id"]]
         ),
@@ -83,7 +69,11 @@ def update_voice_connector(context: Context, params: dict[str, Any]) -> Output:
             "updated_at": now,
         }
         voice_connectors.update(connection, row["pk"], changes)
-    return {"VoiceConnector": shape({**row, **changes}, context.region, context.account)}  # type: ignore[arg-type]
+    return {
+        "VoiceConnector": shapes.voice_connector(
+            {**row, **changes}, context.region, context.account
+        )
+    }  # type: ignore[arg-type]
 
 
 @operation("DeleteVoiceConnector")

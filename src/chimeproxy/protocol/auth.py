@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chimeproxy.config import Settings
 from chimeproxy.protocol.errors import (
     IncompleteSignatureException,
     InvalidSignatureException,
@@ -22,6 +21,7 @@ from chimeproxy.protocol.errors import (
 )
 from chimeproxy.protocol.http import Request
 from chimeproxy.protocol.sigv4 import SignedRequest, SigV4Error, SigV4Verifier, parse_request_auth
+from chimeproxy.settings import Settings
 
 log = logging.getLogger("chimeproxy.auth")
 

@@ -12,9 +12,10 @@ class ServiceError(Exception):
     code: ClassVar[str] = "ServiceFailure"
     status: ClassVar[int] = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or []  # extra answer headers, e.g. Retry-After
 
     def body(self) -> dict[str, str]:
         return {"Code": self.code, "Message": self.message}

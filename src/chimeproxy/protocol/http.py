@@ -1,9 +1,8 @@
-"""Minimal HTTP request and response types over ASGI, and the middleware chain that joins them."""
+"""Minimal HTTP request and response types over ASGI."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,10 @@ class Request:
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     account: str = ""
     region: str = ""
-    operation: str | None = None
+    operation: str | None = None  # the matched operation or endpoint's name
+    labels: dict[str, str] = field(default_factory=dict)  # its path labels, percent-decoded
+    query: list[tuple[str, str]] = field(default_factory=list)  # parsed query (model operations)
+    model_operation: Any = None  # botocore's OperationModel, for an operation of the model
 
 
 @dataclass(slots=True)
@@ -41,23 +43,5 @@ class Response:
     def error(cls, error: ServiceError) -> Response:
         response = cls(error.status, orjson.dumps(error.body()), error_type=error.type_name)
         response.headers.append((b"x-amzn-errortype", error.type_name.encode()))
+        response.headers.extend(error.headers)
         return response
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-Middleware = Callable[[Request, Handler], Awaitable[Response]]
-
-
-def chain(middlewares: Sequence[Middleware], endpoint: Handler) -> Handler:
-    """Compose middlewares so the first one listed runs outermost."""
-    handler = endpoint
-    for middleware in reversed(middlewares):
-        handler = _bind(middleware, handler)
-    return handler
-
-
-def _bind(middleware: Middleware, next_handler: Handler) -> Handler:
-    async def bound(request: Request) -> Response:
-        return await middleware(request, next_handler)
-
-    return bound

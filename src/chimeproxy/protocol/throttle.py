@@ -1,4 +1,4 @@
-"""Per-account token buckets: R requests per second with a burst of R."""
+"""Per-caller token buckets: R requests per second with a burst of R."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from chimeproxy.protocol.errors import ThrottledClientException
-from chimeproxy.protocol.http import Handler, Request, Response
 
 
 class RateLimiter:
-    """One token bucket per account, so one noisy account never throttles another.
+    """One token bucket per caller, so one noisy account never throttles another.
 
     Buckets are kept in least-recently-used order; a bucket idle long enough to have refilled
     completely is indistinguishable from a new one and is dropped, so the table holds only the
@@ -80,21 +79,21 @@ class RateLimiter:
                 return
             buckets.popitem(last=False)
 
-    async def middleware(self, request: Request, call_next: Handler) -> Response:
-        """Answer 429 ThrottledClientException when the caller's account has no token left.
+    def check(self, caller: str) -> None:
+        """Raise 429 ThrottledClientException when the caller (an account, the data plane, an
+        address: protocol/access.py) has no token left.
 
         The answer says when a token is back: `Retry-After` (whole seconds, RFC 9110) and
         `x-amz-retry-after` (milliseconds), which botocore's retry modes use as a minimum delay.
         """
-        if self.allow(request.account):
-            return await call_next(request)
-        response = Response.error(
-            ThrottledClientException(
-                f"Rate exceeded: this account may make {self.rate:g} requests per second "
-                f"(bursts of {self.burst:g}); retry with back-off."
-            )
+        if self.allow(caller):
+            return
+        wait = self.retry_after(caller)
+        raise ThrottledClientException(
+            f"Rate exceeded: each caller may make {self.rate:g} requests per second "
+            f"(bursts of {self.burst:g}); retry with back-off.",
+            headers=[
+                (b"retry-after", str(max(1, math.ceil(wait))).encode()),
+                (b"x-amz-retry-after", str(math.ceil(wait * 1000)).encode()),
+            ],
         )
-        wait = self.retry_after(request.account)
-        response.headers.append((b"retry-after", str(max(1, math.ceil(wait))).encode()))
-        response.headers.append((b"x-amz-retry-after", str(math.ceil(wait * 1000)).encode()))
-        return response
