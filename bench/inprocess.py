@@ -22,7 +22,7 @@ from bench import seed as seeding
 from bench.run import ACCESS_KEY, SCENARIOS
 from bench.signing import Signer
 from chimeproxy.app import ChimeProxyApp
-from chimeproxy.config import Settings
+from chimeproxy.settings import Settings
 
 
 def _scope(raw: bytes) -> tuple[dict[str, Any], bytes]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Table
 
-from chimeproxy.domain.catalog import Catalog
+from chimeproxy.domain.catalog_builtin import builtin_catalog
 from chimeproxy.domain.ids import voice_connector_id
 from chimeproxy.store.database import Database
 from chimeproxy.store.schema import (
@@ -99,7 +99,7 @@ def pool_numbers(count: int) -> list[tuple[str, str]]:
     """(e164, area code) of the first `count` US local numbers of the built-in catalog."""
     numbers = [
         (n.e164, n.area_code or "")
-        for n in Catalog.builtin()
+        for n in builtin_catalog()
         if n.country == "US" and n.number_type == "Local"
     ]
     if len(numbers) < count:

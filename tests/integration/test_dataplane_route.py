@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from chimeproxy.app import ChimeProxyApp
-from chimeproxy.config import Settings
+from chimeproxy.settings import Settings
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
 from tests.integration.helpers import order_numbers, person, proxy_connector

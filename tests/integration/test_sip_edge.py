@@ -25,7 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from chimeproxy.dataplane import sip_edge
+from chimeproxy.dataplane.edge import config as edge_config
+from chimeproxy.dataplane.edge import kamailio as edge_kamailio
+from chimeproxy.dataplane.edge.settings import EdgeSettings, HostPort, Listen, service_url
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client, require_tool
 from tests.integration.helpers import proxy_connector
@@ -645,19 +647,19 @@ def test_the_supervisor_restarts_a_killed_kamailio_and_stops_it_on_sigterm(
 # The configuration the command renders, and what it refuses.
 
 
-def edge_settings(**overrides: Any) -> sip_edge.EdgeSettings:
+def edge_settings(**overrides: Any) -> EdgeSettings:
     values: dict[str, Any] = {
-        "listen": sip_edge.Listen.parse("udp:127.0.0.1:5080"),
-        "gateway": sip_edge.parse_host_port("192.0.2.10:5060", "--gateway"),
-        "service_url": sip_edge.parse_service_url("http://127.0.0.1:8089/"),
+        "listen": Listen.parse("udp:127.0.0.1:5080"),
+        "gateway": HostPort.parse("192.0.2.10:5060"),
+        "service_url": service_url("http://127.0.0.1:8089/"),
         "route_secret": "s3cret-value",
         "mask_key": "mask-key-1",
     } | overrides
-    return sip_edge.EdgeSettings(**values)
+    return EdgeSettings(**values)
 
 
 def test_the_template_is_rendered_with_every_setting() -> None:
-    config = sip_edge.render(edge_settings())
+    config = edge_config.render(edge_settings())
     assert "{{" not in config
     assert "listen=udp:127.0.0.1:5080" in config
     assert '$du = "sip:192.0.2.10:5060";' in config
@@ -665,15 +667,15 @@ def test_the_template_is_rendered_with_every_setting() -> None:
     assert "X-Chimeproxy-Route-Secret: s3cret-value" in config
     assert 'modparam("topoh", "mask_key", "mask-key-1")' in config
     assert "disable_tcp=yes" in config
-    without_secret = sip_edge.render(edge_settings(route_secret=None))
+    without_secret = edge_config.render(edge_settings(route_secret=None))
     assert "X-Chimeproxy-Route-Secret" not in without_secret
 
 
 def test_the_rendered_configuration_passes_kamailio_check(tmp_path: Path) -> None:
-    kamailio = sip_edge.find_kamailio(require_tool("kamailio"))
-    path = sip_edge.write_config(edge_settings(), tmp_path)
+    kamailio = edge_kamailio.find_kamailio(require_tool("kamailio"))
+    path = edge_config.write_config(edge_settings(), tmp_path)
     assert path.stat().st_mode & 0o777 == 0o600  # it holds the route secret
-    sip_edge.validate(kamailio, path)
+    edge_kamailio.validate(kamailio, path)
 
 
 @pytest.mark.parametrize(

@@ -17,11 +17,12 @@ from chimeproxy.domain.catalog import (
     Catalog,
     CatalogError,
     CatalogNumber,
-    load_catalog_csv,
 )
+from chimeproxy.domain.catalog_builtin import builtin_catalog
+from chimeproxy.domain.catalog_csv import load_catalog_csv
 from chimeproxy.domain.phone import NANP_TOLL_FREE_AREA_CODES, nanp_area_codes, number_facts
 
-BUILTIN = Catalog.builtin()
+BUILTIN = builtin_catalog()
 NANP_REGIONS = frozenset(phonenumbers.region_codes_for_country_code(1))
 
 
@@ -72,7 +73,7 @@ def matches_filters(number: CatalogNumber, filters: dict[str, str | None]) -> bo
 
 
 def test_builtin_is_cached() -> None:
-    assert Catalog.builtin() is BUILTIN
+    assert builtin_catalog() is BUILTIN
 
 
 def test_every_nanp_area_code_has_at_least_100_numbers() -> None:
@@ -589,6 +590,6 @@ def test_shipped_places_are_what_the_geodata_says() -> None:
     after a phonenumbers upgrade, regenerate it with compute_places()."""
     import json
 
-    from chimeproxy.domain.catalog import PLACES, compute_places
+    from chimeproxy.domain.catalog_builtin import PLACES, compute_places
 
     assert json.loads(PLACES.read_text(encoding="utf-8")) == compute_places()

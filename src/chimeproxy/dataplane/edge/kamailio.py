@@ -1,0 +1,77 @@
+"""Finding, checking and running the Kamailio binary, and copying its log lines into ours."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+kamailio_log = logging.getLogger("chimeproxy.sip_edge.kamailio")
+
+SHM_MEGABYTES = 64  # shared memory: transactions and dialogs of a modest edge
+PKG_MEGABYTES = 8  # per-process memory: parsing, http_client bodies
+
+
+class KamailioError(Exception):
+    """Kamailio cannot be found or refuses the configuration."""
+
+
+def find_kamailio(explicit: str | None) -> str:
+    """The kamailio binary: the one given, else the one on PATH, else Debian's /usr/sbin."""
+    candidate = explicit or shutil.which("kamailio") or "/usr/sbin/kamailio"
+    if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
+        raise KamailioError(
+            f"kamailio not found ({candidate}); install the Debian packages kamailio, "
+            "kamailio-utils-modules and kamailio-extra-modules, or pass --kamailio PATH"
+        )
+    return candidate
+
+
+def validate(kamailio: str, config: Path) -> None:
+    """`kamailio -c`: syntax, module loading and parameters, before anything listens."""
+    check = subprocess.run(
+        [kamailio, "-c", "-f", str(config), "-M", str(PKG_MEGABYTES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check.returncode != 0:
+        raise KamailioError(f"kamailio rejected {config}:\n{check.stdout}{check.stderr}")
+
+
+def kamailio_command(kamailio: str, config: Path, runtime_dir: Path) -> list[str]:
+    """Foreground Kamailio (`-DD`: no daemon, children still forked), logging to stderr."""
+    return [
+        kamailio, "-f", str(config), "-DD", "-E",
+        # Everything Kamailio writes stays in the runtime directory: no /var/run needed.
+        "-P", str(runtime_dir / "kamailio.pid"), "-Y", str(runtime_dir), "-w", str(runtime_dir),
+        "-m", str(SHM_MEGABYTES), "-M", str(PKG_MEGABYTES),
+    ]  # fmt: skip
+
+
+_LEVEL_WORDS = {
+    "CRITICAL": logging.CRITICAL,
+    "ALERT": logging.CRITICAL,
+    "BUG": logging.ERROR,
+    "ERROR": logging.ERROR,
+    "WARNING": logging.WARNING,
+    "NOTICE": logging.INFO,
+    "INFO": logging.INFO,
+    "DEBUG": logging.DEBUG,
+}
+_KAMAILIO_LINE = re.compile(r"^\s*\d+\(\d+\) ([A-Z]+):")
+
+
+def forward_logs(stream: Callable[[], bytes], pid: int) -> None:
+    """Copy Kamailio's output lines into our logs, at the level each line says."""
+    for raw in iter(stream, b""):
+        line = raw.decode(errors="replace").rstrip()
+        if not line:
+            continue
+        match = _KAMAILIO_LINE.match(line)
+        level = _LEVEL_WORDS.get(match.group(1), logging.INFO) if match else logging.INFO
+        kamailio_log.log(level, line.strip(), extra={"kamailio_pid": pid})
