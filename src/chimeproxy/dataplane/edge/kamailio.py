@@ -10,8 +10,6 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-kamailio_log = logging.getLogger("chimeproxy.sip_edge.kamailio")
-
 SHM_MEGABYTES = 64  # shared memory: transactions and dialogs of a modest edge
 PKG_MEGABYTES = 8  # per-process memory: parsing, http_client bodies
 
@@ -66,7 +64,7 @@ _LEVEL_WORDS = {
 _KAMAILIO_LINE = re.compile(r"^\s*\d+\(\d+\) ([A-Z]+):")
 
 
-def forward_logs(stream: Callable[[], bytes], pid: int) -> None:
+def forward_logs(stream: Callable[[], bytes], pid: int, name: str = "kamailio") -> None:
     """Copy Kamailio's output lines into our logs, at the level each line says."""
     for raw in iter(stream, b""):
         line = raw.decode(errors="replace").rstrip()
@@ -74,4 +72,6 @@ def forward_logs(stream: Callable[[], bytes], pid: int) -> None:
             continue
         match = _KAMAILIO_LINE.match(line)
         level = _LEVEL_WORDS.get(match.group(1), logging.INFO) if match else logging.INFO
-        kamailio_log.log(level, line.strip(), extra={"kamailio_pid": pid})
+        logging.getLogger(f"chimeproxy.sip_edge.{name}").log(
+            level, line.strip(), extra={"pid": pid}
+        )

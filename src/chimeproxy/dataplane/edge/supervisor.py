@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from chimeproxy.dataplane.edge.kamailio import forward_logs
@@ -29,8 +29,13 @@ class Supervisor:
         max_backoff: float = 30.0,
         stable_after: float = 30.0,
         stop_timeout: float = 10.0,
+        name: str = "kamailio",
+        before_start: Callable[[], None] | None = None,
     ) -> None:
         self.command = list(command)
+        self.name = name
+        # Runs before every start, e.g. to remove a pid file a killed child left behind.
+        self.before_start = before_start
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.stable_after = stable_after
@@ -54,17 +59,18 @@ class Supervisor:
             if time.monotonic() - started >= self.stable_after:
                 backoff = self.min_backoff  # it had been running fine: a fresh failure
             log.error(
-                "kamailio exited; restarting",
+                f"{self.name} exited; restarting",
                 extra={"exit_code": code, "pid": child.pid, "restart_in_seconds": backoff},
             )
             self.restarts += 1
             if self._stopping.wait(backoff):
                 break
             backoff = min(backoff * 2, self.max_backoff)
-        log.info("sip edge stopped")
         return 0
 
     def _start(self) -> subprocess.Popen[bytes]:
+        if self.before_start is not None:
+            self.before_start()
         # A session of its own: if Kamailio's main process is killed outright its workers
         # would keep the SIP port; the whole group is cleaned up before a restart.
         child = subprocess.Popen(
@@ -76,9 +82,9 @@ class Supervisor:
         )
         assert child.stdout is not None
         threading.Thread(
-            target=forward_logs, args=(child.stdout.readline, child.pid), daemon=True
+            target=forward_logs, args=(child.stdout.readline, child.pid, self.name), daemon=True
         ).start()
-        log.info("kamailio started", extra={"pid": child.pid})
+        log.info(f"{self.name} started", extra={"pid": child.pid})
         return child
 
     def _wait(self, child: subprocess.Popen[bytes]) -> int:
@@ -95,7 +101,7 @@ class Supervisor:
         try:
             return child.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
-            log.warning("kamailio ignored SIGTERM; killing it", extra={"pid": child.pid})
+            log.warning(f"{self.name} ignored SIGTERM; killing it", extra={"pid": child.pid})
             self._reap_group(child)
             return child.wait()
 

@@ -1,0 +1,197 @@
+"""The edge's own health and metrics over HTTP (`--metrics-listen`):
+
+- GET /health   200 {"status": "ok", ...} while Kamailio answers its RPC; else 503.
+- GET /metrics  Prometheus text: requests routed and refused by reason, requests from outside
+                the trunk, blocked sources, gateway states, calls in progress, Kamailio
+                restarts, end-of-call reports delivered and waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from chimeproxy.dataplane.edge.rpc import KamailioRpc, RpcError
+from chimeproxy.dataplane.edge.settings import HostPort
+
+log = logging.getLogger("chimeproxy.sip_edge")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Kamailio's script counters (kamailio.cfg.in) by the metric and labels they become.
+ROUTED = {
+    "routed_connect": "connect",
+    "routed_fallback": "fallback",
+}
+REFUSED = {
+    "rejected_not_participant": "not-a-participant",
+    "rejected_not_proxy_number": "not-a-proxy-number",
+    "rejected_session_closed": "session-closed",
+    "rejected_not_allowed": "kind-not-allowed",
+    "rejected_other": "other",
+    "routing_unavailable": "routing-unavailable",
+    "routing_timeouts": "routing-timeout",
+    "gateway_unavailable": "no-gateway",
+    "gateway_auth_failed": "gateway-auth-failed",
+}
+
+
+class EdgeState:
+    """What the monitor reports besides Kamailio's own counters."""
+
+    def __init__(self, rpc: KamailioRpc) -> None:
+        self.rpc = rpc
+        self.restarts: Callable[[], int] = lambda: 0
+        self.reports_pending: Callable[[], int] = lambda: 0
+        self.reports_delivered: Callable[[], int] = lambda: 0
+
+
+class _EdgeCollector(Collector):
+    def __init__(self, state: EdgeState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        rpc = self.state.rpc
+        up = GaugeMetricFamily("chimeproxy_edge_up", "1 when Kamailio answers its RPC.")
+        try:
+            script = rpc.statistics("script")
+            dialogs = rpc.statistics("dialog")
+            gateways = rpc.gateways()
+        except RpcError:
+            up.add_metric([], 0)
+            yield up
+            yield from self._own()
+            return
+        up.add_metric([], 1)
+        yield up
+        routed = CounterMetricFamily(
+            "chimeproxy_edge_calls_routed",
+            "Calls and messages relayed, by the routing service's action.",
+            labels=["action"],
+        )
+        for name, action in ROUTED.items():
+            routed.add_metric([action], script.get(name, 0))
+        yield routed
+        refused = CounterMetricFamily(
+            "chimeproxy_edge_calls_refused",
+            "Calls and messages from the trunk refused, by reason.",
+            labels=["reason"],
+        )
+        for name, reason in REFUSED.items():
+            refused.add_metric([reason], script.get(name, 0))
+        yield refused
+        untrusted = CounterMetricFamily(
+            "chimeproxy_edge_untrusted_requests",
+            "Requests from outside the trunk, refused without routing.",
+        )
+        untrusted.add_metric([], script.get("untrusted_rejected", 0))
+        yield untrusted
+        blocked = CounterMetricFamily(
+            "chimeproxy_edge_blocked_sources",
+            "Sources blocked for flooding.",
+        )
+        blocked.add_metric([], script.get("flood_blocked", 0))
+        yield blocked
+        dropped = CounterMetricFamily(
+            "chimeproxy_edge_blocked_requests",
+            "Requests dropped because their source was blocked.",
+        )
+        dropped.add_metric([], script.get("flood_dropped", 0))
+        yield dropped
+        failovers = CounterMetricFamily(
+            "chimeproxy_edge_gateway_failovers",
+            "Calls moved to the next gateway because one did not answer or failed.",
+        )
+        failovers.add_metric([], script.get("gateway_failovers", 0))
+        yield failovers
+        gateway_up = GaugeMetricFamily(
+            "chimeproxy_edge_gateway_up",
+            "1 while a gateway is in use, 0 while it is marked down (and probed).",
+            labels=["gateway"],
+        )
+        for gateway in gateways:
+            gateway_up.add_metric([str(gateway["uri"])], 1 if "A" in gateway["flags"] else 0)
+        yield gateway_up
+        active = GaugeMetricFamily("chimeproxy_edge_calls_active", "Calls in progress.")
+        active.add_metric([], dialogs.get("active_dialogs", 0))
+        yield active
+        yield from self._own()
+
+    def _own(self) -> Iterable[Metric]:
+        restarts = CounterMetricFamily(
+            "chimeproxy_edge_kamailio_restarts", "Times the supervisor restarted Kamailio."
+        )
+        restarts.add_metric([], self.state.restarts())
+        yield restarts
+        delivered = CounterMetricFamily(
+            "chimeproxy_edge_reports_delivered",
+            "End-of-call reports the routing service acknowledged.",
+        )
+        delivered.add_metric([], self.state.reports_delivered())
+        yield delivered
+        pending = GaugeMetricFamily(
+            "chimeproxy_edge_reports_pending",
+            "End-of-call reports waiting for the routing service.",
+        )
+        try:
+            pending.add_metric([], self.state.reports_pending())
+        except Exception:  # an unreadable queue must not break the scrape
+            pending.add_metric([], float("nan"))
+        yield pending
+
+
+class Monitor:
+    def __init__(self, address: HostPort, state: EdgeState) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_EdgeCollector(state))
+        handler = _handler(state, registry)
+        assert address.port is not None
+        self.server = ThreadingHTTPServer((address.host.strip("[]"), address.port), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _handler(state: EdgeState, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._answer(200, generate_latest(registry), CONTENT_TYPE)
+            elif self.path == "/health":
+                status, document = _health(state)
+                self._answer(status, json.dumps(document).encode(), "application/json")
+            else:
+                self._answer(404, b"", "text/plain")
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # scrapes are not worth a log line each
+
+    return Handler
+
+
+def _health(state: EdgeState) -> tuple[int, dict[str, Any]]:
+    try:
+        state.rpc.call("core.uptime")
+    except RpcError as exc:
+        return 503, {"status": "kamailio not answering", "problem": str(exc)}
+    return 200, {"status": "ok"}

@@ -1,0 +1,129 @@
+"""Delivery of end-of-call reports. Kamailio queues each report in SQLite (`end_reports` in
+reports.db) instead of posting it itself, so no report is lost while the routing service is
+down or Kamailio restarts; this loop posts them to `/_chimeproxy/interactions/{id}/end` and
+deletes each once the server has acknowledged it (the server keeps the first end it is told,
+so a report delivered twice changes nothing)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+from chimeproxy.httpclient import HttpError, post_blocking
+
+log = logging.getLogger("chimeproxy.sip_edge.reports")
+
+POLL_SECONDS = 0.25
+BATCH = 50
+MAX_BACKOFF_SECONDS = 30.0
+POST_TIMEOUT_SECONDS = 5.0
+
+
+class ReportDelivery:
+    def __init__(self, database: Path, service_url: str, route_secret: str | None) -> None:
+        self.database = database
+        self.service_url = service_url
+        self.headers = {"Content-Type": "application/json"}
+        if route_secret:
+            self.headers["X-Chimeproxy-Route-Secret"] = route_secret
+        self.delivered = 0
+        self.failed_attempts = 0
+        self._stopping = threading.Event()
+
+    def pending(self) -> int:
+        with self._connect() as connection:
+            return int(connection.execute("SELECT count(*) FROM end_reports").fetchone()[0])
+
+    def run(self) -> None:
+        """Deliver until `stop()`; a report the server cannot take now is tried again later,
+        waiting longer after each failure (up to MAX_BACKOFF_SECONDS)."""
+        while not self._stopping.is_set():
+            try:
+                self.deliver_due()
+            except sqlite3.Error as exc:
+                log.warning("report queue unreadable; will try again", extra={"problem": str(exc)})
+            self._stopping.wait(POLL_SECONDS)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def deliver_due(self) -> int:
+        """One pass over the reports due now; answers how many were delivered."""
+        now = time.time()
+        with self._connect() as connection:
+            due = connection.execute(
+                "SELECT id, interaction_id, body, attempts FROM end_reports "
+                "WHERE next_attempt <= ? ORDER BY id LIMIT ?",
+                (now, BATCH),
+            ).fetchall()
+        delivered = 0
+        for row_id, interaction_id, body, attempts in due:
+            if self._stopping.is_set():
+                break
+            if self._deliver(interaction_id, body):
+                self._forget(row_id)
+                delivered += 1
+            else:
+                self.failed_attempts += 1
+                delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**attempts)
+                self._postpone(row_id, attempts + 1, now + delay)
+        self.delivered += delivered
+        return delivered
+
+    def _deliver(self, interaction_id: str, body: str) -> bool:
+        url = f"{self.service_url}/_chimeproxy/interactions/{quote(interaction_id, safe='')}/end"
+        try:
+            status = post_blocking(url, body.encode(), self.headers, timeout=POST_TIMEOUT_SECONDS)
+        except HttpError as exc:
+            log.warning(
+                "end of call not delivered; will retry",
+                extra={"interaction_id": interaction_id, "problem": str(exc)},
+            )
+            return False
+        if 200 <= status < 300:
+            return True
+        if status == 404:
+            # The interaction is gone (its session deleted, or purged): nothing to record.
+            log.info(
+                "end of call for an interaction the server no longer has",
+                extra={"interaction_id": interaction_id},
+            )
+            return True
+        if 400 <= status < 500 and status not in (403, 408, 429):
+            log.error(
+                "end of call refused by the server; dropped",
+                extra={"interaction_id": interaction_id, "status": status},
+            )
+            return True
+        log.warning(
+            "end of call not delivered; will retry",
+            extra={"interaction_id": interaction_id, "status": status},
+        )
+        return False
+
+    def _forget(self, row_id: int) -> None:
+        with self._connect() as connection:
+            connection.execute("DELETE FROM end_reports WHERE id = ?", (row_id,))
+
+    def _postpone(self, row_id: int, attempts: int, when: float) -> None:
+        with self._connect() as connection:
+            connection.execute(
+                "UPDATE end_reports SET attempts = ?, next_attempt = ? WHERE id = ?",
+                (attempts, when, row_id),
+            )
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # One statement per transaction: Kamailio's inserts do not wait for a lock (db_sqlite
+        # sets no busy timeout), so this side holds it as briefly as it can.
+        connection = sqlite3.connect(self.database, timeout=5, isolation_level=None)
+        try:
+            yield connection
+        finally:
+            connection.close()
