@@ -488,6 +488,15 @@ class Settings:
         parse=optional(str),
         group=DATA_PLANE,
     )
+    max_call_minutes: int | None = option(
+        None,
+        flag="--max-call-minutes",
+        env="CHIMEPROXY_MAX_CALL_MINUTES",
+        help="longest a call may last; calls also end when their session closes",
+        parse=optional(integer(1, 525_600)),
+        shown_default="none beyond the session",
+        group=DATA_PLANE,
+    )
     store_message_bodies: bool = option(
         False,
         flag="--store-message-bodies",
@@ -524,6 +533,10 @@ class Settings:
     @property
     def retention_ms(self) -> int:
         return int(self.retention_days * 86_400_000)
+
+    @property
+    def max_call_ms(self) -> int | None:
+        return None if self.max_call_minutes is None else self.max_call_minutes * 60_000
 
 
 @dataclass(frozen=True, slots=True)

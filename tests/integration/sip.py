@@ -49,6 +49,18 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+_media_blocks = itertools.count()
+
+
+def next_media_ports(size: int = 100) -> str:
+    """A block of media ports no other edge of this test run uses (each pytest-xdist worker
+    has its own range), so that concurrent edges' rtpengines and media filters never overlap."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 20000 + (int(worker) if worker.isdigit() else 0) % 8 * 4000
+    low = base + (next(_media_blocks) * size) % 4000
+    return f"{low}-{low + size - 1}"
+
+
 def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -138,6 +150,7 @@ class SipEdge:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     metrics_port: int = field(default_factory=free_tcp_port)
+    media_ports: str = field(default_factory=lambda: next_media_ports())
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -165,6 +178,7 @@ class SipEdge:
             "--service-url", self.service_url,
             "--runtime-dir", str(self.runtime_dir),
             "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+            "--media-ports", self.media_ports,
             "--children", "2",
             "--routing-workers", "8",
             # Generous for a loaded CI machine; production keeps the 2 s default.

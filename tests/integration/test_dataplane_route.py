@@ -77,8 +77,12 @@ def test_a_call_from_a_reaches_b_and_from_b_reaches_a_shown_as_p(
     forward = decide(server.url, a, p, "voice", call_id="call-1@edge")
     assert set(forward) == {
         "action", "target", "caller_id", "session_id", "voice_connector_id", "interaction_id",
+        "require_encryption", "max_duration_seconds",
     }  # fmt: skip
     assert forward["action"] == "connect"
+    assert forward["require_encryption"] is False
+    # The session's 60 minutes, less the moments since it was made.
+    assert 3590 <= forward["max_duration_seconds"] <= 3600
     assert (forward["target"], forward["caller_id"]) == (b, p)
     assert (forward["session_id"], forward["voice_connector_id"]) == (session_id, connector_id)
 
@@ -205,7 +209,11 @@ def test_out_of_session_contacts_go_to_the_fallback_number_shown_as_p(
     a, b = person(), person()
     _, p = session_between(client, connector_id, a, b, ("Voice",))
     stranger = decide(server.url, person(), p)
-    assert set(stranger) == {"action", "target", "caller_id", "interaction_id"}
+    assert set(stranger) == {
+        "action", "target", "caller_id", "interaction_id", "require_encryption",
+        "max_duration_seconds",
+    }  # fmt: skip
+    assert stranger["max_duration_seconds"] is None  # no session, no maximum call length
     assert (stranger["action"], stranger["target"], stranger["caller_id"]) == (
         "fallback", fallback, p,
     )  # fmt: skip

@@ -2,10 +2,11 @@
 
 - POST /_chimeproxy/route                           routing decision for the SIP edge
 - POST /_chimeproxy/interactions/{id}/end           the edge reports how a call ended
+- POST /_chimeproxy/calls/check                     which of the edge's calls must end now
 - POST /_chimeproxy/sms/inbound                     generic inbound-SMS webhook
 - POST /_chimeproxy/sms/sns                         inbound SMS through Amazon SNS
 
-The first three need the route secret (or loopback when none is set); /sms/sns trusts SNS
+The first four need the route secret (or loopback when none is set); /sms/sns trusts SNS
 message signatures. A caller that gives up after a few seconds (the SIP edge) says so in
 `X-Chimeproxy-Deadline-Ms`: database work still running then is rolled back, never committed
 after the caller has failed the call.
@@ -30,7 +31,7 @@ from chimeproxy.dataplane.sns import (
     inbound_sms,
     parse,
 )
-from chimeproxy.domain.routing import KINDS
+from chimeproxy.domain.routing import KINDS, SMS, Media
 from chimeproxy.protocol.endpoints import Access, Endpoint
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.protocol.http import Request, Response
@@ -39,6 +40,7 @@ from chimeproxy.services import Services
 log = logging.getLogger("chimeproxy.dataplane")
 
 DEADLINE_HEADER = "x-chimeproxy-deadline-ms"
+MAX_CHECKED = 5000  # calls one check may ask about (the edge sends them in batches)
 
 
 class Dataplane:
@@ -60,6 +62,7 @@ class Dataplane:
                 "/_chimeproxy/interactions/{interactionId}/end",
                 Endpoint("EndInteraction", secret, self.end),
             ),
+            ("POST", "/_chimeproxy/calls/check", Endpoint("CheckCalls", secret, self.check_calls)),
             ("POST", "/_chimeproxy/sms/inbound", Endpoint("InboundSms", secret, self.sms_inbound)),
             ("POST", "/_chimeproxy/sms/sns", Endpoint("InboundSmsSns", Access.NONE, self.sms_sns)),
         ]
@@ -75,16 +78,32 @@ class Dataplane:
     async def route(self, request: Request, labels: dict[str, str]) -> Response:
         document = _json_object(request.body)
         caller, called, kind = document.get("caller"), document.get("called"), document.get("kind")
-        call_id = document.get("call_id")
+        call_id, media, body = document.get("call_id"), document.get("media"), document.get("body")
         if not isinstance(caller, str) or not isinstance(called, str):
-            raise BadRequestException("caller and called must be strings (E.164 numbers).")
+            raise BadRequestException(
+                "caller and called must be strings (numbers, or sip:/tel: URIs)."
+            )
         if kind not in KINDS:
             raise BadRequestException(f"kind must be one of {', '.join(KINDS)}.")
         if call_id is not None and not isinstance(call_id, str):
             raise BadRequestException("call_id must be a string when given.")
+        if media is not None and media not in set(Media):
+            raise BadRequestException(f"media must be one of {', '.join(Media)} when given.")
+        if body is not None and not isinstance(body, str):
+            raise BadRequestException("body must be a string when given.")
+        deadline = self._deadline(request)
+        if kind == SMS:
+            # A SIP MESSAGE: the same keywords, opt-outs and outcomes as the SMS webhooks.
+            prepared = await self.services.db.run(
+                lambda: sms.route_message(self.services, caller, called, body or "", call_id),
+                deadline,
+            )
+            return Response.json(200, sms.edge_answer(prepared))
         routed = await self.services.db.run(
-            lambda: route.route_call(self.services, caller, called, kind, call_id),
-            self._deadline(request),
+            lambda: route.route_call(
+                self.services, caller, called, call_id, Media(media) if media else None
+            ),
+            deadline,
         )
         return Response.json(200, routed.answer())
 
@@ -93,20 +112,39 @@ class Dataplane:
         document = _json_object(request.body)
         outcome = document.get("outcome")
         duration = document.get("duration_seconds")
-        if outcome not in route.CALL_OUTCOMES:
-            raise BadRequestException(f"outcome must be one of {', '.join(route.CALL_OUTCOMES)}.")
+        outcomes = dict.fromkeys(route.CALL_OUTCOMES + route.MESSAGE_OUTCOMES)
+        if outcome not in outcomes:
+            raise BadRequestException(f"outcome must be one of {', '.join(outcomes)}.")
         if duration is not None and (
             isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0
         ):
             raise BadRequestException("duration_seconds must be a number of seconds, or null.")
         seconds = float(duration) if duration is not None else None
-        ended = await self.services.db.run(
-            lambda: route.end_interaction(self.services, interaction_id, outcome, seconds),
-            self._deadline(request),
-        )
+        try:
+            ended = await self.services.db.run(
+                lambda: route.end_interaction(self.services, interaction_id, outcome, seconds),
+                self._deadline(request),
+            )
+        except ValueError as exc:
+            raise BadRequestException(f"Invalid value for outcome: {exc}.") from exc
         if ended is None:
             raise NotFoundException(f"Interaction {interaction_id} not found.")
         return Response(204)
+
+    async def check_calls(self, request: Request, labels: dict[str, str]) -> Response:
+        """The edge's calls in progress (`{"interaction_ids": [...]}`, at most MAX_CHECKED):
+        answers `{"end": [{"interaction_id", "reason"}]}` for those that must end now."""
+        document = _json_object(request.body)
+        ids = document.get("interaction_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise BadRequestException("interaction_ids must be a list of strings.")
+        if len(ids) > MAX_CHECKED:
+            raise BadRequestException(f"interaction_ids may hold at most {MAX_CHECKED} ids.")
+        ending = await self.services.db.run(
+            lambda: route.calls_to_end(self.services, list(dict.fromkeys(ids))),
+            self._deadline(request),
+        )
+        return Response.json(200, {"end": ending})
 
     async def sms_inbound(self, request: Request, labels: dict[str, str]) -> Response:
         document = _json_object(request.body)

@@ -11,27 +11,19 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, RowMapping
 
 from chimeproxy import events, shapes
+from chimeproxy.domain import calls, phone
 from chimeproxy.domain.lifecycle import SessionStatus
-from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164
-from chimeproxy.domain.routing import Action, Decision, RouteFacts, decide
+from chimeproxy.domain.routing import SMS, VOICE, Action, Decision, Media, RouteFacts, decide
 from chimeproxy.store import interactions as store
 
 if TYPE_CHECKING:
     from chimeproxy.services import Services
 
-# Outcomes of /end (what the SIP edge saw of a call).
+# Outcomes of /end: what the SIP edge saw of a call, or of a message it relayed.
 CALL_OUTCOMES = ("completed", "failed", "cancelled", "busy", "no-answer")
+MESSAGE_OUTCOMES = ("sent", "failed")
+END_OUTCOMES = {VOICE: CALL_OUTCOMES, SMS: MESSAGE_OUTCOMES}
 REJECTED = "rejected"  # a refused contact, recorded as ended when it happened
-
-
-def normalize(raw: object) -> str | None:
-    """The E.164 form of a number as the edge or a provider wrote it, or None."""
-    if not isinstance(raw, str):
-        return None
-    try:
-        return normalize_e164(raw.strip().replace(" ", "").replace("-", ""))
-    except InvalidPhoneNumber:
-        return None
 
 
 @dataclass
@@ -43,6 +35,8 @@ class Routed:
     called: str | None
     interaction: dict[str, Any] | None = None  # the interaction as listed (None: not recorded)
     connector_pk: int | None = None
+    require_encryption: bool = False  # media to and from the trunk must be SRTP
+    max_duration_seconds: int | None = None  # a call ends by then (its session, max length)
     account: str | None = None
     region: str | None = None
     pending_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -63,6 +57,8 @@ class Routed:
                 "session_id": d.session.id,
                 "voice_connector_id": self.interaction["VoiceConnectorId"],
                 "interaction_id": self.interaction_id,
+                "require_encryption": self.require_encryption,
+                "max_duration_seconds": self.max_duration_seconds,
             }
         if d.action is Action.FALLBACK:
             return {
@@ -70,6 +66,8 @@ class Routed:
                 "target": d.target,
                 "caller_id": d.caller_id,
                 "interaction_id": self.interaction_id,
+                "require_encryption": self.require_encryption,
+                "max_duration_seconds": self.max_duration_seconds,
             }
         return {"action": "reject", "status": d.status, "reason": d.reason}
 
@@ -80,23 +78,50 @@ class Routed:
 
 
 def decide_in(
-    connection: Connection, services: Services, caller_raw: object, called_raw: object, kind: str
+    connection: Connection,
+    services: Services,
+    caller_raw: object,
+    called_raw: object,
+    kind: str,
+    media: Media | None = None,
 ) -> tuple[Routed, RowMapping | None]:
-    """Look up the facts and decide, inside the caller's transaction; records nothing."""
+    """Read the numbers, look up the facts and decide, inside the caller's transaction;
+    records nothing. The dialled number is found among the proxy numbers (written
+    internationally, or nationally in one of their countries); the caller is read in the
+    proxy number's country."""
     now = services.clock.now_ms()
-    caller, called = normalize(caller_raw), normalize(called_raw)
+    called, country = locate_called(connection, called_raw)
+    caller = phone.read_number(caller_raw, country)
     if called is None:
         facts, row = RouteFacts(proxy=None), None
     else:
         facts, row = store.route_facts(
             connection, caller, called, now, services.settings.retention_ms
         )
-    routed = Routed(decide(caller, called or "", kind, facts, now), caller, called)
+    decision = decide(caller, called or "", kind, facts, now, media)
+    routed = Routed(decision, caller, called)
+    routed.max_duration_seconds = calls.longest_duration(
+        now,
+        decision.session.expires_at if decision.session else None,
+        services.settings.max_call_ms,
+    )
     if row is not None:
         routed.connector_pk = row["connector_pk"]
+        routed.require_encryption = bool(row["connector_require_encryption"])
         routed.account = row["connector_account"]
         routed.region = row["connector_region"]
     return routed, row
+
+
+def locate_called(connection: Connection, called_raw: object) -> tuple[str | None, str | None]:
+    """(E.164, country) of the dialled number when it is one of the proxy numbers' forms; an
+    international form needs no look-up (the route query itself says whether it is one)."""
+    international = phone.read_number(called_raw, None)
+    if international is not None:
+        return international, phone.number_facts(international).country
+    candidates = phone.called_candidates(called_raw, store.proxy_number_countries(connection))
+    found = store.find_proxy_number(connection, candidates)
+    return (found["e164"], found["country"]) if found else (None, None)
 
 
 def record(
@@ -124,7 +149,8 @@ def record(
     now = services.clock.now_ms()
     settings = services.settings
     rejected = decision.action is Action.REJECT
-    session = decision.session if decision.action is Action.CONNECT else None
+    # A call refused in its session (unencrypted media) is listed with the session too.
+    session = decision.session if decision.out_of_session is None else None
     values: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "voice_connector_pk": routed.connector_pk,
@@ -133,7 +159,7 @@ def record(
         "action": decision.action.value,
         "direction": decision.direction,
         "out_of_session": decision.out_of_session.value if decision.out_of_session else None,
-        "caller": routed.caller or (str(caller_raw)[:32] if caller_raw else "unknown"),
+        "caller": routed.caller or _unread(caller_raw),
         "proxy_number": routed.called,
         "target": decision.target,
         "reject_status": decision.status,
@@ -167,14 +193,16 @@ def route_call(
     services: Services,
     caller_raw: object,
     called_raw: object,
-    kind: str,
     call_id: str | None = None,
+    media: Media | None = None,
 ) -> Routed:
-    """Route one contact for the SIP edge and record it."""
+    """Route one call for the SIP edge and record it."""
 
     def work(connection: Connection) -> Routed:
-        routed, row = decide_in(connection, services, caller_raw, called_raw, kind)
-        record(connection, services, routed, row, kind=kind, caller_raw=caller_raw, call_id=call_id)
+        routed, row = decide_in(connection, services, caller_raw, called_raw, VOICE, media)
+        record(
+            connection, services, routed, row, kind=VOICE, caller_raw=caller_raw, call_id=call_id
+        )
         return routed
 
     # Retried from the start if the session is deleted between the look-up and the insert
@@ -188,12 +216,19 @@ def end_interaction(
     services: Services, interaction_id: str, outcome: str, duration_seconds: float | None
 ) -> bool | None:
     """Record how an interaction ended. None: no such interaction; False: it had ended already
-    (the first end wins, so an edge may safely repeat itself)."""
+    (the first end wins, so an edge may safely repeat itself). ValueError: an outcome that is
+    not one of its kind's (a message is `sent` or `failed`)."""
     now = services.clock.now_ms()
     with services.db.write() as connection:
         row = store.find_interaction(connection, interaction_id)
         if row is None:
             return None
+        allowed = END_OUTCOMES[row["kind"]]
+        if outcome not in allowed:
+            raise ValueError(
+                f"outcome {outcome} does not fit a {row['kind']} interaction: one of "
+                f"{', '.join(allowed)}"
+            )
         if not store.end_interaction(connection, interaction_id, outcome, duration_seconds, now):
             return False
     values = {**row, "outcome": outcome, "duration_seconds": duration_seconds, "ended_at": now}
@@ -210,3 +245,22 @@ def end_interaction(
         region=row["connector_region"],
     )
     return True
+
+
+def _unread(raw: object) -> str:
+    """How an unreadable caller is recorded: its user part as written (`anonymous`), cut."""
+    text = phone.user_part(raw) if isinstance(raw, str) else ""
+    return text.split(";", 1)[0][:32] or "unknown"
+
+
+def calls_to_end(services: Services, interaction_ids: list[str]) -> list[dict[str, str]]:
+    """Which of the edge's calls in progress must end now, and why (domain/calls.py)."""
+    now = services.clock.now_ms()
+    with services.db.read() as connection:
+        known = store.calls_in_progress(connection, interaction_ids)
+    ending = []
+    for interaction_id in interaction_ids:
+        why = calls.must_end(known.get(interaction_id), now, services.settings.max_call_ms)
+        if why is not None:
+            ending.append({"interaction_id": interaction_id, "reason": why.value})
+    return ending

@@ -1,5 +1,6 @@
-"""The SMS relay: a message that arrived at proxy number P is routed like a call (kind sms) and
-sent on from P through the configured provider.
+"""Text messages: a message that arrived at proxy number P is routed like a call (kind sms)
+and sent on from P, through the configured provider (the SMS webhooks) or by the SIP edge (a
+SIP MESSAGE): one path, so both get the same keywords, opt-outs and outcomes.
 
 Keywords (the whole message, case and surrounding spaces/punctuation ignored) are never relayed:
 - opt-out (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, OPTOUT): recorded; from then on no
@@ -69,13 +70,24 @@ class Prepared:
 
 
 def prepare(
-    services: Services, sender: object, to: object, body: str, *, can_send: bool
+    services: Services,
+    sender: object,
+    to: object,
+    body: str,
+    *,
+    can_send: bool,
+    by_edge: bool = False,
+    call_id: str | None = None,
 ) -> Prepared:
-    """Route and record the message in one transaction; say what, if anything, to send."""
+    """Route and record the message in one transaction; say what, if anything, to send.
+    `by_edge`: the SIP edge relays it (and reports its end); otherwise a provider sends it
+    now and the interaction is over at once."""
     word = keyword(body)
     # Retried like route_call when a concurrent delete removes the session mid-way.
     return services.db.write_retrying(
-        lambda connection: _prepare_in(connection, services, sender, body, to, word, can_send)
+        lambda connection: _prepare_in(
+            connection, services, sender, body, to, word, can_send, by_edge, call_id
+        )
     )
 
 
@@ -87,6 +99,8 @@ def _prepare_in(
     to: object,
     word: Keyword | None,
     can_send: bool,
+    by_edge: bool,
+    call_id: str | None,
 ) -> Prepared:
     routed, row = decide_in(connection, services, sender, to, SMS)
     decision = routed.decision
@@ -105,7 +119,9 @@ def _prepare_in(
             body=body,
             outcome=outcome,
             reason=reason,
-            ended=True,
+            call_id=call_id,
+            # The edge reports how a message it relays ended; anything else is over now.
+            ended=not (by_edge and sending),
             start_session=sending,
         )
 
@@ -193,3 +209,33 @@ def answer(prepared: Prepared) -> dict[str, Any]:
     if routed.decision.action is Action.REJECT:
         document |= {"status": routed.decision.status, "reason": routed.decision.reason}
     return document
+
+
+def route_message(
+    services: Services, sender: object, to: object, body: str, call_id: str | None
+) -> Prepared:
+    """A SIP MESSAGE the edge asks about: routed, recorded and, unless it is a keyword or its
+    recipient opted out, relayed by the edge itself."""
+    prepared = prepare(services, sender, to, body, can_send=True, by_edge=True, call_id=call_id)
+    prepared.routed.publish(services)
+    return prepared
+
+
+OPTED_OUT_REASON = "The recipient has opted out of messages from this number."
+
+
+def edge_answer(prepared: Prepared) -> dict[str, Any]:
+    """The SIP edge's answer for a MESSAGE: relay it (connect/fallback), take it without
+    relaying (a keyword: `absorb`, answered 200), or refuse it."""
+    routed = prepared.routed
+    if prepared.send is not None:
+        return routed.answer()
+    if prepared.outcome in {word.value for word in Keyword}:
+        return {
+            "action": "absorb",
+            "interaction_id": routed.interaction_id,
+            "outcome": prepared.outcome,
+        }
+    if prepared.outcome == RECIPIENT_OPTED_OUT:
+        return {"action": "reject", "status": 403, "reason": OPTED_OUT_REASON}
+    return routed.answer()

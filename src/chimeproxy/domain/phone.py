@@ -7,6 +7,7 @@ that library is upgraded.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
@@ -18,9 +19,13 @@ __all__ = [
     "NANP_TOLL_FREE_AREA_CODES",
     "InvalidPhoneNumber",
     "NumberFacts",
+    "called_candidates",
+    "is_valid_for_its_country",
     "nanp_area_codes",
     "normalize_e164",
     "number_facts",
+    "read_number",
+    "user_part",
 ]
 
 LOCAL = "Local"
@@ -157,3 +162,80 @@ def number_facts(e164: str) -> NumberFacts:
         area_code=area_code,
         number_type=TOLL_FREE if toll_free else LOCAL,
     )
+
+
+# Reading numbers as carriers write them (the data plane).
+
+# Visual separators a number may be written with (RFC 3966 allows -, . and parentheses).
+_SEPARATORS = str.maketrans("", "", " -.()\t")
+_DIALLABLE = re.compile(r"\+?[0-9]{2,17}")
+_CONTEXT = re.compile(r"phone-context=([^;]*)", re.IGNORECASE)
+
+
+def user_part(raw: str) -> str:
+    """The user part of a `sip:`/`sips:`/`tel:` URI (parameters of the user part kept), or the
+    text itself when it is no URI."""
+    text = raw.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    scheme, colon, rest = text.partition(":")
+    if colon and scheme.lower() in ("sip", "sips", "tel"):
+        text = rest
+        if scheme.lower() != "tel":
+            text = text.split("@", 1)[0]
+    return text
+
+
+def read_number(raw: object, region: str | None) -> str | None:
+    """A number as a carrier or a provider wrote it, in E.164, or None when it cannot be read
+    (anonymous, not a number): such a caller is a stranger, never another country's number.
+
+    Reads `+E.164`, national numbers and international-prefix forms (`00`, `011`, ...) in
+    `region` (ISO 3166 code; the proxy number's country), visual separators, `sip:`, `sips:` and
+    `tel:` URIs, and a `phone-context` that names a country code (`;phone-context=+1`)."""
+    if not isinstance(raw, str):
+        return None
+    text = user_part(raw)
+    number, _, parameters = text.partition(";")
+    number = number.translate(_SEPARATORS)
+    context = _CONTEXT.search(parameters)
+    if context and not number.startswith("+"):
+        prefix = context.group(1).translate(_SEPARATORS)
+        if prefix.startswith("+") and prefix[1:].isdigit():
+            number = prefix + number
+    if not _DIALLABLE.fullmatch(number):
+        return None
+    found = _parsed(number, None if number.startswith("+") else region)
+    if found is None and number.startswith("00"):
+        # 00 is the international prefix almost everywhere; where it is not (011 in NANP), no
+        # national number starts with it either, so it can only mean the same.
+        found = _parsed("+" + number[2:], None)
+    return found
+
+
+def _parsed(number: str, region: str | None) -> str | None:
+    try:
+        parsed = phonenumbers.parse(number, region)
+    except NumberParseException:
+        return None  # no region to read a national number in, or no known country code
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def called_candidates(raw: object, regions: Iterable[str]) -> list[str]:
+    """The E.164 numbers a dialled number may be: itself when it is written internationally,
+    else its reading in each of `regions` (the countries proxy numbers are in)."""
+    international = read_number(raw, None)
+    if international is not None:
+        return [international]
+    return list(dict.fromkeys(n for r in regions if (n := read_number(raw, r)) is not None))
+
+
+def is_valid_for_its_country(e164: str) -> bool:
+    """Whether phonenumbers' metadata says the number exists in its country's numbering plan
+    (a participant must be a real number: `+3125550180` is not a Dutch number)."""
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(e164, None))
+    except NumberParseException:
+        return False

@@ -9,7 +9,7 @@ SIP-style status says why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from chimeproxy.domain.lifecycle import ACTIVE, SessionStatus
@@ -26,6 +26,8 @@ NOT_PARTICIPANT = 403  # Forbidden: the caller has no session on this proxy numb
 NOT_PROXY_NUMBER = 404  # Not Found: the dialled number is no proxy number
 SESSION_CLOSED = 480  # Temporarily Unavailable: the caller's session here has ended
 KIND_NOT_ALLOWED = 488  # Not Acceptable Here: the session does not carry this kind of contact
+ENCRYPTION_REQUIRED = 488  # Not Acceptable Here: the call's media offer is not encrypted
+ENCRYPTION_REASON = "Encrypted media (SRTP) is required on this number."
 
 # Directions of a routed contact; A is the session's first participant, B the second.
 A_TO_B = "a-to-b"
@@ -36,6 +38,14 @@ class Action(StrEnum):
     CONNECT = "connect"
     FALLBACK = "fallback"
     REJECT = "reject"
+
+
+class Media(StrEnum):
+    """What a call's media offer carries, as the SIP edge saw it."""
+
+    SRTP = "srtp"  # RTP/SAVP with an SDES key of an encrypting suite
+    RTP = "rtp"  # unencrypted media
+    NONE = "none"  # no offer yet (the answer will carry it): not known to be encrypted
 
 
 class OutOfSession(StrEnum):
@@ -62,6 +72,7 @@ class ProxyNumber:
     connector_pk: int
     connector_id: str
     fallback_number: str | None
+    require_encryption: bool = False  # the voice connector's RequireEncryption
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +105,8 @@ class RouteFacts:
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The answer for one contact. `target` and `caller_id` are set for connect and fallback;
-    `status` and `reason` for reject; `out_of_session` for anything but connect."""
+    `status` and `reason` for reject; `out_of_session` for fallback and for refusals out of
+    session (a call refused in its session for unencrypted media keeps its `session`)."""
 
     action: Action
     target: str | None = None
@@ -118,8 +130,36 @@ def reason_for(why: OutOfSession, kind: str) -> str:
     return f"The caller's proxy session on this number does not allow {CAPABILITY_FOR[kind]}."
 
 
-def decide(caller: str | None, called: str, kind: str, facts: RouteFacts, now: int) -> Decision:
-    """Route a contact of `kind` from `caller` (None when unknown or not E.164) to `called`."""
+def decide(
+    caller: str | None,
+    called: str,
+    kind: str,
+    facts: RouteFacts,
+    now: int,
+    media: Media | None = None,
+) -> Decision:
+    """Route a contact of `kind` from `caller` (None when unknown or not E.164) to `called`.
+    A call (`media`: what its offer carries, None when unknown) on a voice connector that
+    requires encryption goes nowhere unencrypted: it is refused with 488."""
+    decision = _decide(caller, called, kind, facts, now)
+    proxy = facts.proxy
+    relayed = decision.action is not Action.REJECT
+    encrypted = proxy is None or not proxy.require_encryption or media is Media.SRTP
+    if relayed and kind == VOICE and not encrypted:
+        return replace(
+            decision,
+            action=Action.REJECT,
+            target=None,
+            caller_id=None,
+            status=ENCRYPTION_REQUIRED,
+            reason=ENCRYPTION_REASON,
+            direction=None,
+            starts_session=False,
+        )
+    return decision
+
+
+def _decide(caller: str | None, called: str, kind: str, facts: RouteFacts, now: int) -> Decision:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     if facts.proxy is None:

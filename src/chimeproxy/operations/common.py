@@ -8,7 +8,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, RowMapping
 
 from chimeproxy.domain.pagination import InvalidToken, decode_token, encode_token
-from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164
+from chimeproxy.domain.phone import (
+    InvalidPhoneNumber,
+    is_valid_for_its_country,
+    normalize_e164,
+    number_facts,
+)
 from chimeproxy.operations.registry import Context
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.store import voice_connectors
@@ -52,6 +57,20 @@ def e164_member(raw: str, member: str) -> str:
         return normalize_e164(raw)
     except InvalidPhoneNumber as exc:
         raise BadRequestException(f"Invalid value for {member}: {exc}.") from exc
+
+
+def participant_member(raw: str, member: str) -> str:
+    """A participant's number: E.164 (a missing `+` added) and a number that exists in its
+    country's numbering plan, never read as another country's; else 400 naming it."""
+    e164 = e164_member(raw, member)
+    if not is_valid_for_its_country(e164):
+        country = number_facts(e164).country
+        where = f"in {country}" if country else "in any country"
+        raise BadRequestException(
+            f"Invalid value for {member}: {e164} is not a valid phone number {where} "
+            "(write it in E.164, with its country code)."
+        )
+    return e164
 
 
 def require_connector(connection: Connection, context: Context, connector_id: str) -> RowMapping:

@@ -25,6 +25,7 @@ from chimeproxy.operations.common import (
     e164_member,
     next_token,
     page_after,
+    participant_member,
     require_connector,
 )
 from chimeproxy.operations.registry import Context, Output, operation
@@ -186,7 +187,7 @@ def delete_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Ou
 @operation("CreateProxySession")
 def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     participants = tuple(
-        e164_member(n, "ParticipantPhoneNumbers") for n in params["ParticipantPhoneNumbers"]
+        participant_member(n, "ParticipantPhoneNumbers") for n in params["ParticipantPhoneNumbers"]
     )
     if participants[0] == participants[1]:
         raise BadRequestException(

@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from chimeproxy.domain.calls import CallFacts
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.phone_numbers import PhoneNumberStatus
 from chimeproxy.domain.routing import ProxyNumber, RouteFacts, SessionFacts
@@ -43,6 +44,23 @@ oo = sms_opt_outs.c
 # Routing facts.
 
 
+def proxy_number_countries(connection: Connection) -> list[str]:
+    """The countries of the numbers that may be proxy numbers (assigned to a connector): where
+    a dialled number written nationally may belong."""
+    query = select(pn.country).where(pn.status == PhoneNumberStatus.ASSIGNED).distinct()
+    return sorted(filter(None, connection.scalars(query)))
+
+
+def find_proxy_number(connection: Connection, candidates: list[str]) -> RowMapping | None:
+    """The assigned number (`e164`, `country`) among `candidates`, if any."""
+    if not candidates:
+        return None
+    query = select(pn.e164, pn.country).where(
+        pn.e164.in_(candidates), pn.status == PhoneNumberStatus.ASSIGNED
+    )
+    return connection.execute(query.order_by(pn.e164).limit(1)).mappings().first()
+
+
 def route_facts(
     connection: Connection, caller: str | None, called: str, now: int, retention_ms: int
 ) -> tuple[RouteFacts, RowMapping | None]:
@@ -63,6 +81,7 @@ def route_facts(
             vc.id.label("connector_id"),
             vc.account.label("connector_account"),
             vc.region.label("connector_region"),
+            vc.require_encryption.label("connector_require_encryption"),
             pc.fallback_number,
             proxy_sessions,
         )
@@ -77,7 +96,12 @@ def route_facts(
     row = connection.execute(query).mappings().first()
     if row is None:
         return RouteFacts(proxy=None), None
-    proxy = ProxyNumber(row["connector_pk"], row["connector_id"], row["fallback_number"])
+    proxy = ProxyNumber(
+        row["connector_pk"],
+        row["connector_id"],
+        row["fallback_number"],
+        require_encryption=bool(row["connector_require_encryption"]),
+    )
     if row["pk"] is None:
         closed = caller is not None and had_closed_session(
             connection, row["connector_pk"], caller, called, now, retention_ms
@@ -160,6 +184,37 @@ def end_interaction(
         .values(outcome=outcome, duration_seconds=duration_seconds, ended_at=now)
     )
     return result.rowcount == 1
+
+
+def calls_in_progress(connection: Connection, interaction_ids: list[str]) -> dict[str, CallFacts]:
+    """What the store knows of the calls the edge has in progress, by interaction id (an id
+    the store does not know is missing from the answer)."""
+    if not interaction_ids:
+        return {}
+    query = (
+        select(
+            it.id,
+            it.started_at,
+            it.ended_at,
+            it.session_pk,
+            ps.status,
+            ps.expires_at,
+            ps.ended_at.label("session_ended_at"),
+        )
+        .select_from(interactions.outerjoin(proxy_sessions, ps.pk == it.session_pk))
+        .where(it.id.in_(interaction_ids))
+    )
+    return {
+        row.id: CallFacts(
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+            in_session=row.session_pk is not None,
+            session_status=row.status,
+            session_expires_at=row.expires_at,
+            session_ended_at=row.session_ended_at,
+        )
+        for row in connection.execute(query)
+    }
 
 
 def set_outcome(

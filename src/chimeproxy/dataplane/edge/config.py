@@ -76,6 +76,8 @@ class Runtime:
     rpc_port: int
     mask_key: str
     trunk_networks: tuple[str, ...]
+    rtpengine: str = "127.0.0.1:2223"  # rtpengine's ng control address
+    media_advertise: str = "127.0.0.1"  # the media address both sides see in SDP
 
     @property
     def config(self) -> Path:
@@ -267,6 +269,8 @@ def render(settings: EdgeSettings, runtime: Runtime, template: str | None = None
             else "# no TLS listener or gateway: the tls module is not loaded"
         ),
         "RPC_PORT": str(runtime.rpc_port),
+        "RTPENGINE": runtime.rtpengine,
+        "MEDIA_ADVERTISE": runtime.media_advertise,
         "TRUNK_NETWORKS": ",".join(runtime.trunk_networks),
         "UNTRUSTED_ANSWER": (
             "drop;  # --drop-untrusted: nothing is answered"

@@ -2,8 +2,9 @@
 
 - GET /health   200 {"status": "ok", ...} while Kamailio answers its RPC; else 503.
 - GET /metrics  Prometheus text: requests routed and refused by reason, requests from outside
-                the trunk, blocked sources, gateway states, calls in progress, Kamailio
-                restarts, end-of-call reports delivered and waiting.
+                the trunk, blocked sources, gateway states, calls in progress and ended,
+                Kamailio and rtpengine restarts, media sessions, packets relayed and
+                filtered, errors, end-of-call reports delivered and waiting.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import urllib.request
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from chimeproxy.dataplane.edge.rpc import KamailioRpc, RpcError
@@ -51,6 +54,39 @@ class EdgeState:
         self.restarts: Callable[[], int] = lambda: 0
         self.reports_pending: Callable[[], int] = lambda: 0
         self.reports_delivered: Callable[[], int] = lambda: 0
+        self.calls_ended: Callable[[], int] = lambda: 0
+        # The supervised rtpengine's own metrics (None with --rtpengine), its restarts, and
+        # the packets the media filter stopped.
+        self.media_url: str | None = None
+        self.media_restarts: Callable[[], int] = lambda: 0
+        self.media_filtered: Callable[[], int] | None = None
+
+    def media_samples(self) -> dict[str, float] | None:
+        """rtpengine's totals: sessions, packets and errors relayed; None when it does not
+        answer."""
+        if self.media_url is None:
+            return None
+        try:
+            with urllib.request.urlopen(self.media_url, timeout=3) as answer:
+                text = answer.read().decode()
+        except (OSError, ValueError):
+            return None
+        found = {"sessions": 0.0, "packets": 0.0, "errors": 0.0}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "rtpengine_sessions" and sample.labels.get("type") == "own":
+                    found["sessions"] = sample.value
+                elif (
+                    sample.name == "rtpengine_packets_total"
+                    and sample.labels.get("type") == "userspace"
+                ):
+                    found["packets"] = sample.value
+                elif (
+                    sample.name == "rtpengine_errors_total"
+                    and sample.labels.get("type") == "userspace"
+                ):
+                    found["errors"] = sample.value
+        return found
 
 
 class _EdgeCollector(Collector):
@@ -130,6 +166,13 @@ class _EdgeCollector(Collector):
         )
         restarts.add_metric([], self.state.restarts())
         yield restarts
+        ended = CounterMetricFamily(
+            "chimeproxy_edge_calls_ended",
+            "Calls ended by the edge because their session closed or they ran too long.",
+        )
+        ended.add_metric([], self.state.calls_ended())
+        yield ended
+        yield from self._media()
         delivered = CounterMetricFamily(
             "chimeproxy_edge_reports_delivered",
             "End-of-call reports the routing service acknowledged.",
@@ -145,6 +188,46 @@ class _EdgeCollector(Collector):
         except Exception:  # an unreadable queue must not break the scrape
             pending.add_metric([], float("nan"))
         yield pending
+
+    def _media(self) -> Iterable[Metric]:
+        state = self.state
+        if state.media_url is None:
+            return
+        samples = state.media_samples()
+        up = GaugeMetricFamily("chimeproxy_edge_media_up", "1 when rtpengine answers.")
+        up.add_metric([], 0 if samples is None else 1)
+        yield up
+        restarts = CounterMetricFamily(
+            "chimeproxy_edge_media_restarts", "Times the supervisor restarted rtpengine."
+        )
+        restarts.add_metric([], state.media_restarts())
+        yield restarts
+        if samples is not None:
+            sessions = GaugeMetricFamily(
+                "chimeproxy_edge_media_sessions", "Calls whose media rtpengine relays now."
+            )
+            sessions.add_metric([], samples["sessions"])
+            yield sessions
+            packets = CounterMetricFamily(
+                "chimeproxy_edge_media_packets", "Media packets rtpengine relayed."
+            )
+            packets.add_metric([], samples["packets"])
+            yield packets
+            errors = CounterMetricFamily(
+                "chimeproxy_edge_media_errors", "Media packets rtpengine could not relay."
+            )
+            errors.add_metric([], samples["errors"])
+            yield errors
+        if state.media_filtered is not None:
+            filtered = CounterMetricFamily(
+                "chimeproxy_edge_media_filtered_packets",
+                "Packets the media filter stopped (RTCP or RTP as a sender crafted it).",
+            )
+            try:
+                filtered.add_metric([], state.media_filtered())
+            except Exception:  # nft unreadable: the scrape goes on
+                filtered.add_metric([], float("nan"))
+            yield filtered
 
 
 class Monitor:
@@ -194,4 +277,6 @@ def _health(state: EdgeState) -> tuple[int, dict[str, Any]]:
         state.rpc.call("core.uptime")
     except RpcError as exc:
         return 503, {"status": "kamailio not answering", "problem": str(exc)}
+    if state.media_url is not None and state.media_samples() is None:
+        return 503, {"status": "media relay not answering"}
     return 200, {"status": "ok"}

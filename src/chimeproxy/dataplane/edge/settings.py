@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from chimeproxy.settings import (
     LOG_LEVEL,
+    OFF_SWITCH,
     REPEATED,
     ROUTE_SECRET,
     SWITCH,
@@ -176,6 +177,34 @@ class Trunk:
         return self.text
 
 
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    """`MIN-MAX` UDP ports, both included."""
+
+    low: int
+    high: int
+
+    @classmethod
+    def parse(cls, value: str) -> PortRange:
+        low, sep, high = value.strip().partition("-")
+        if not sep or not low.isdigit() or not high.isdigit():
+            raise ValueError(f"must be MIN-MAX, got {value!r}")
+        if not 1024 <= int(low) < int(high) <= 65535 or int(high) - int(low) < 3:
+            raise ValueError(f"must be two ports from 1024 to 65535, MIN < MAX, got {value!r}")
+        return cls(int(low), int(high))
+
+    def __str__(self) -> str:
+        return f"{self.low}-{self.high}"
+
+
+def ipv4(value: str) -> str:
+    """An IPv4 address (media addresses are written into SDP `c=IN IP4` lines)."""
+    try:
+        return str(ipaddress.IPv4Address(value.strip()))
+    except ValueError:
+        raise ValueError(f"must be an IPv4 address, got {value!r}") from None
+
+
 def service_url(value: str) -> str:
     """The routing service's base URL, without a trailing slash."""
     parts = urlsplit(value)
@@ -320,6 +349,55 @@ class EdgeSettings:
         help="the public `HOST[:PORT]` written in Record-Route and Via when the edge sits "
         "behind NAT (the port defaults to each listener's)",
         parse=optional(HostPort.parse_optional_port),
+    )
+    rtpengine: HostPort | None = option(
+        None,
+        flag="--rtpengine",
+        env="CHIMEPROXY_SIP_RTPENGINE",
+        help="`HOST:PORT` of an rtpengine you run yourself (its ng control port); then give "
+        "--media-advertise, and apply the media filter (docs/dataplane.md) on its host",
+        parse=optional(HostPort.parse),
+        shown_default="one started and supervised by this command",
+    )
+    media_address: str | None = option(
+        None,
+        flag="--media-address",
+        env="CHIMEPROXY_SIP_MEDIA_ADDRESS",
+        help="the IPv4 address rtpengine relays media on",
+        parse=optional(ipv4),
+        shown_default="the first --listen address",
+    )
+    media_advertise: str | None = option(
+        None,
+        flag="--media-advertise",
+        env="CHIMEPROXY_SIP_MEDIA_ADVERTISE",
+        help="the public IPv4 address written into SDP when the media address is behind NAT",
+        parse=optional(ipv4),
+        shown_default="--advertise's address, else the media address",
+    )
+    media_ports: PortRange = option(
+        PortRange(30000, 39999),
+        flag="--media-ports",
+        env="CHIMEPROXY_SIP_MEDIA_PORTS",
+        help="`MIN-MAX`: the UDP ports rtpengine relays media on (two per stream)",
+        parse=PortRange.parse,
+    )
+    media_filter: bool = option(
+        True,
+        flag="--no-media-filter",
+        env="CHIMEPROXY_SIP_NO_MEDIA_FILTER",
+        help="do not install the nftables filter that stops rtpengine forwarding RTCP and "
+        "RTP a caller crafted (SDES items with its number); only where you apply it yourself",
+        kind=OFF_SWITCH,
+        shown_default="installed (needs nft and CAP_NET_ADMIN)",
+    )
+    rtpengine_binary: str | None = option(
+        None,
+        flag="--rtpengine-binary",
+        env="CHIMEPROXY_RTPENGINE",
+        help="the rtpengine binary",
+        parse=optional(str),
+        shown_default="rtpengine on PATH, else /usr/bin/rtpengine",
     )
     service_url: str = option(
         "http://127.0.0.1:8089",
