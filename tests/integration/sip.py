@@ -109,9 +109,9 @@ def sip_request(
             return None
 
 
-def sip_ping(port: int, timeout: float = 0.5, host: str = "127.0.0.1") -> bool:
-    """An OPTIONS to the edge answered 200: Kamailio is up and routing."""
-    answer = sip_request(port, host=host, timeout=timeout)
+def sip_ping(port: int, timeout: float = 0.5, host: str = "127.0.0.1", source: str = TRUNK) -> bool:
+    """An OPTIONS to the edge (from the trunk) answered 200: Kamailio is up and routing."""
+    answer = sip_request(port, host=host, source=source, timeout=timeout)
     return answer is not None and answer.startswith("SIP/2.0 200")
 
 
@@ -220,7 +220,7 @@ class SipEdge:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"sip-edge exited at start:\n{self.log()}")
-            if sip_ping(self.port, host=self.host):
+            if sip_ping(self.port, host=self.host, source=self.trunk[0].split("/")[0]):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"sip-edge did not answer OPTIONS in {timeout}s:\n{self.log()}")
@@ -264,13 +264,14 @@ def sipp_command(
     keys: dict[str, str] | None = None,
     sets: dict[str, str] | None = None,
     call_id_prefix: str | None = None,
+    calls: int = 1,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """One SIPp run of `scenario` bound to address:port (`transport`: u1 UDP, t1 TCP); it
     answers OPTIONS by itself (-aa), as a gateway answers the edge's probes."""
     command = [
         require_tool("sipp"), "-sf", str(SIPP_SCENARIOS / scenario),
-        "-i", address, "-p", str(port), "-t", transport, "-m", "1", "-nostdin", "-aa",
+        "-i", address, "-p", str(port), "-t", transport, "-m", str(calls), "-nostdin", "-aa",
         "-timeout", f"{SIPP_TIMEOUT}s", "-timeout_error", "-recv_timeout", "15000",
         "-trace_msg", "-message_file", str(trace), *extra,
     ]  # fmt: skip
