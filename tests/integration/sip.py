@@ -13,10 +13,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +280,8 @@ def sipp_command(
         "-timeout", f"{SIPP_TIMEOUT}s", "-timeout_error", "-recv_timeout", "15000",
         "-trace_msg", "-message_file", str(trace), *extra,
     ]  # fmt: skip
+    if "-d" not in extra:
+        command += ["-d", "300"]  # how long a call is held before hanging up (<pause/>)
     for name, value in (keys or {}).items():
         command += ["-key", name, value]
     for name, value in (sets or {}).items():
@@ -391,6 +398,18 @@ def received(trace: Path) -> list[str]:
         if "message received" in head:
             messages.append(message.strip("\n"))
     return messages
+
+
+def trace_times(trace: Path, start: str) -> list[datetime]:
+    """When a SIPp sent or received each message starting with `start`."""
+    text = trace.read_text(errors="replace")
+    found = []
+    for block in re.split(r"^-{20,} ", text, flags=re.MULTILINE)[1:]:
+        stamp, _, rest = block.partition("\n")
+        message = rest.split("\n\n", 1)[1] if "\n\n" in rest else ""
+        if message.lstrip("\n").startswith(start):
+            found.append(datetime.strptime(stamp.strip(), "%Y-%m-%d %H:%M:%S.%f"))
+    return found
 
 
 def first(messages: list[str], start: str) -> str:
@@ -511,3 +530,55 @@ def place_call(
     )  # fmt: skip
     assert_completed(edge, phone, gateway)
     return received(phone.trace), received(gateway.trace)
+
+
+class SlowRoutingService:
+    """An HTTP proxy in front of the routing service that makes `POST /_chimeproxy/route` take
+    `delay` more seconds (everything else passes at once): a slow or stuck routing service, as
+    the edge sees it."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.delay = 0.0
+        self.routed = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path == "/_chimeproxy/route":
+                    time.sleep(proxy.delay)
+                    proxy.routed += 1
+                headers = {
+                    name: value
+                    for name, value in self.headers.items()
+                    if name.lower() not in ("host", "content-length", "connection")
+                }
+                request = urllib.request.Request(
+                    proxy.target + self.path, data=body, headers=headers, method="POST"
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, content = answer.status, answer.read()
+                except urllib.error.HTTPError as exc:
+                    status, content = exc.code, exc.read()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                except OSError:
+                    pass  # the edge gave up waiting
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from tests.integration.sip import (
     sip_request,
     start_gateway,
     status_line,
+    trace_times,
     uri_user,
 )
 
@@ -261,18 +261,6 @@ def test_wrong_gateway_credentials_fail_the_call_once_with_a_log_line(
     assert "refused our credentials" in edge.log()
     assert edge.metric("chimeproxy_edge_calls_refused_total", reason="gateway-auth-failed") == 1
     assert ended_interaction(routing_server, session)["Outcome"] == "failed"
-
-
-def trace_times(trace: Path, start: str) -> list[datetime]:
-    """When a SIPp sent or received each message starting with `start`."""
-    text = trace.read_text(errors="replace")
-    found = []
-    for block in re.split(r"^-{20,} ", text, flags=re.MULTILINE)[1:]:
-        stamp, _, rest = block.partition("\n")
-        message = rest.split("\n\n", 1)[1] if "\n\n" in rest else ""
-        if message.lstrip("\n").startswith(start):
-            found.append(datetime.strptime(stamp.strip(), "%Y-%m-%d %H:%M:%S.%f"))
-    return found
 
 
 def test_a_dead_gateway_is_skipped_within_two_seconds(

@@ -289,6 +289,7 @@ def render(settings: EdgeSettings, runtime: Runtime, template: str | None = None
         "ROUTE_DEADLINE_MS": str(settings.http_timeout * 1000),
         "HTTP_HEADERS": headers,
         "HTTP_TIMEOUT": str(settings.http_timeout),
+        "HTTP_WAIT": str(settings.http_timeout + 2),
         "MASK_KEY": runtime.mask_key,
         "MASK_IP": MASK_IP,
         "CHILDREN": str(settings.children),
