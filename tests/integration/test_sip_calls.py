@@ -534,3 +534,20 @@ def test_an_opt_out_through_the_sms_webhook_holds_for_sip_messages(
         routing_server, session.connector_id, f"/proxy-sessions/{session.session_id}"
     )
     assert listed[-1]["Outcome"] == "recipient-opted-out"
+
+
+def test_a_provisional_reply_after_the_final_one_never_reaches_the_caller(
+    tmp_path: Path, edge: SipEdge, voice: Any
+) -> None:
+    session = open_session(voice)
+    gateway = start_gateway(
+        tmp_path, edge, "uas_late_ringing.xml", keys={"callee": session.b},
+        sets={"remote_bye": "1"},
+    )  # fmt: skip
+    phone = run_phone(
+        tmp_path, edge, "uac_call.xml", service=session.proxy, keys={"caller": session.a},
+        sets={"remote_bye": "0"},
+    )  # fmt: skip
+    assert_completed(edge, phone, gateway)
+    replies = [m.splitlines()[0] for m in received(phone.trace) if m.startswith("SIP/2.0")]
+    assert "SIP/2.0 180 Ringing" not in replies[replies.index("SIP/2.0 200 OK") :]

@@ -12,9 +12,12 @@ from chimeproxy.domain.phone import (
     NANP_TOLL_FREE_AREA_CODES,
     InvalidPhoneNumber,
     NumberFacts,
+    called_candidates,
+    is_valid_for_its_country,
     nanp_area_codes,
     normalize_e164,
     number_facts,
+    read_number,
 )
 
 # --- normalize_e164 ------------------------------------------------------------------------------
@@ -220,3 +223,77 @@ def test_nanp_area_codes_returns_a_copy() -> None:
     codes = nanp_area_codes()
     codes["206"] = "XX"
     assert nanp_area_codes()["206"] == "US"
+
+
+# Reading numbers as carriers write them.
+
+US_CALLER = "+12065550150"
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("+12065550150", None, US_CALLER),
+        ("2065550150", "US", US_CALLER),  # national: read in the proxy number's country
+        ("12065550150", "US", US_CALLER),
+        ("+1-206-555-0150", "US", US_CALLER),
+        ("(206) 555-0150", "US", US_CALLER),
+        ("206.555.0150", "US", US_CALLER),
+        ("0012065550150", "US", US_CALLER),  # 00 cannot start a NANP number: international
+        ("01112065550150", "US", US_CALLER),
+        ("0012065550150", "GB", US_CALLER),
+        ("tel:+1-206-555-0150", None, US_CALLER),
+        ("tel:2065550150;phone-context=+1", None, US_CALLER),
+        ("sip:2065550150;phone-context=+1@carrier.example;user=phone", None, US_CALLER),
+        ("sip:+12065550150@carrier.example;user=phone", None, US_CALLER),
+        ("<sip:+12065550150@127.0.0.1:5060>", None, US_CALLER),
+        ("02079460000", "GB", "+442079460000"),
+        ("2065550150", "GB", "+442065550150"),  # read in the country it was sent in
+    ],
+)
+def test_read_number(raw: str, region: str | None, expected: str) -> None:
+    assert read_number(raw, region) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "region"),
+    [
+        ("2065550150", None),  # a national number with no country to read it in
+        ("anonymous", "US"),
+        ("sip:anonymous@anonymous.invalid", "US"),
+        ("", "US"),
+        ("unknown", "US"),
+        ("+", "US"),
+        ("12", "US"),  # not a possible number anywhere
+        ("sip:alice@example.com", "US"),
+        ("tel:2065550150;phone-context=example.com", None),  # a domain names no country
+        (None, "US"),
+    ],
+)
+def test_an_unreadable_number_is_none_never_another_country(
+    raw: object, region: str | None
+) -> None:
+    assert read_number(raw, region) is None
+
+
+def test_read_number_agrees_with_phonenumbers_on_every_national_us_form() -> None:
+    """phonenumbers is the oracle: a national US number reads as its E.164 form."""
+    for area in ("206", "415", "913", "312", "617"):
+        for line in ("0150", "0199", "2000"):
+            national = f"{area}555{line}"
+            oracle = phonenumbers.format_number(
+                phonenumbers.parse(national, "US"), phonenumbers.PhoneNumberFormat.E164
+            )
+            assert read_number(national, "US") == oracle
+
+
+def test_called_candidates_read_a_national_number_in_each_country() -> None:
+    assert called_candidates("+19135550100", ["GB"]) == ["+19135550100"]
+    assert called_candidates("9135550100", ["US", "GB"]) == ["+19135550100", "+449135550100"]
+    assert called_candidates("anonymous", ["US"]) == []
+
+
+def test_participants_must_be_valid_numbers_of_their_country() -> None:
+    assert is_valid_for_its_country("+12065550150")
+    assert not is_valid_for_its_country("+3125550180")  # no Dutch number
+    assert not is_valid_for_its_country("+10005550180")  # area code 000

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from chimeproxy.domain.routing import (
     A_TO_B,
     B_TO_A,
+    ENCRYPTION_REASON,
+    ENCRYPTION_REQUIRED,
     KIND_NOT_ALLOWED,
     KINDS,
     NOT_PARTICIPANT,
@@ -18,6 +20,7 @@ from chimeproxy.domain.routing import (
     VOICE,
     Action,
     Decision,
+    Media,
     OutOfSession,
     ProxyNumber,
     RouteFacts,
@@ -265,3 +268,44 @@ def test_every_decision_is_well_formed(
         assert decision.target is None and decision.caller_id is None
         assert (decision.status == 404) == (proxy is None)
         assert not decision.starts_session
+
+
+# Encryption on the voice connector.
+
+ENCRYPTED = ProxyNumber(7, "abcdef1ghij2klmno3pqr4", fallback_number=None, require_encryption=True)
+ENCRYPTED_F = ProxyNumber(7, "abcdef1ghij2klmno3pqr4", fallback_number=F, require_encryption=True)
+
+
+@pytest.mark.parametrize("media", [Media.RTP, Media.NONE, None])
+def test_an_encrypted_connector_refuses_a_call_without_srtp_in_its_session(
+    media: Media | None,
+) -> None:
+    decision = decide(A, P, VOICE, facts(ENCRYPTED, session=session()), NOW, media)
+    assert decision.action is Action.REJECT
+    assert (decision.status, decision.reason) == (ENCRYPTION_REQUIRED, ENCRYPTION_REASON)
+    # Refused in its session: listed with it, but it does not start the session.
+    assert decision.session == session() and decision.out_of_session is None
+    assert decision.target is None and not decision.starts_session
+
+
+def test_an_encrypted_connector_connects_srtp() -> None:
+    decision = decide(A, P, VOICE, facts(ENCRYPTED, session=session()), NOW, Media.SRTP)
+    assert (decision.action, decision.target) == (Action.CONNECT, B)
+
+
+def test_an_encrypted_connector_refuses_an_unencrypted_fallback_too() -> None:
+    decision = decide(STRANGER, P, VOICE, facts(ENCRYPTED_F), NOW, Media.RTP)
+    assert (decision.action, decision.status) == (Action.REJECT, ENCRYPTION_REQUIRED)
+    assert decision.out_of_session is OutOfSession.NOT_A_PARTICIPANT
+    srtp = decide(STRANGER, P, VOICE, facts(ENCRYPTED_F), NOW, Media.SRTP)
+    assert (srtp.action, srtp.target) == (Action.FALLBACK, F)
+
+
+def test_encryption_is_about_calls_not_messages_nor_plain_connectors() -> None:
+    text = decide(A, P, SMS, facts(ENCRYPTED, session=session()), NOW, None)
+    assert text.action is Action.CONNECT
+    plain = decide(A, P, VOICE, facts(session=session()), NOW, Media.RTP)
+    assert plain.action is Action.CONNECT
+    # A refusal stays the refusal it was: the encryption rule only stops what would be relayed.
+    stranger = decide(STRANGER, P, VOICE, facts(ENCRYPTED), NOW, Media.RTP)
+    assert stranger.status == NOT_PARTICIPANT
