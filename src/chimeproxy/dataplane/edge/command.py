@@ -1,7 +1,8 @@
-"""`chimeproxy sip-edge`: render the configuration, check it with `kamailio -c`, then run
-Kamailio in the foreground as a supervised child until SIGTERM or SIGINT, its log lines
-forwarded as this command's structured logs; meanwhile deliver end-of-call reports and serve
-the edge's health and metrics."""
+"""`chimeproxy sip-edge`: render the configuration, check it with `kamailio -c`, install the
+media filter, then run rtpengine (unless `--rtpengine` names one) and Kamailio in the
+foreground as supervised children until SIGTERM or SIGINT, their log lines forwarded as this
+command's structured logs. Meanwhile it delivers end-of-call reports, ends calls whose session
+closed, and serves the edge's health and metrics."""
 
 from __future__ import annotations
 
