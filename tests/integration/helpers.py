@@ -338,7 +338,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) 
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting until {what}")
-        time.sleep(0.02)
+        time.sleep(0.05)
 
 
 @contextmanager
