@@ -863,43 +863,18 @@ def test_create_rejections_over_raw_http(server: ChimeProxyServer, client: Any) 
     """What boto3 refuses to send: wrong participant counts, ExpiryMinutes 0, bad JSON."""
     connector_id, _ = proxy_connector(client, pool=1)
     path = f"/voice-connectors/{connector_id}/proxy-sessions"
-    base = {"Capabilities": ["Voice"]}
-    for participants in ([], [person()], [person(), person(), person()]):
-        assert_refused(
-            raw(server, "POST", path, {**base, "ParticipantPhoneNumbers": participants}),
-            400,
-            "BadRequestException",
-            "ParticipantPhoneNumbers",
-        )
-    assert_refused(
-        raw(server, "POST", path, {**base, "ParticipantPhoneNumbers": ["+1206", "12x"]}),
-        400,
-        "BadRequestException",
-        "ParticipantPhoneNumbers",
-    )
-    assert_refused(
-        raw(server, "POST", path, {**base, "ParticipantPhoneNumbers": [person(), 12065550100]}),
-        400,
-        "BadRequestException",
-        "ParticipantPhoneNumbers",
-    )
-    assert_refused(
-        raw(
-            server,
-            "POST",
-            path,
-            {**base, "ParticipantPhoneNumbers": [person(), person()], "ExpiryMinutes": 0},
-        ),
-        400,
-        "BadRequestException",
-        "ExpiryMinutes",
-    )
-    assert_refused(
-        raw(server, "POST", path, {"ParticipantPhoneNumbers": [person(), person()]}),
-        400,
-        "BadRequestException",
-        "Capabilities",
-    )
+    voice = {"Capabilities": ["Voice"]}
+    pair = [person(), person()]
+    for body, member in (
+        ({**voice, "ParticipantPhoneNumbers": []}, "ParticipantPhoneNumbers"),
+        ({**voice, "ParticipantPhoneNumbers": [person()]}, "ParticipantPhoneNumbers"),
+        ({**voice, "ParticipantPhoneNumbers": [*pair, person()]}, "ParticipantPhoneNumbers"),
+        ({**voice, "ParticipantPhoneNumbers": ["+1206", "12x"]}, "ParticipantPhoneNumbers"),
+        ({**voice, "ParticipantPhoneNumbers": [person(), 12065550100]}, "ParticipantPhoneNumbers"),
+        ({**voice, "ParticipantPhoneNumbers": pair, "ExpiryMinutes": 0}, "ExpiryMinutes"),
+        ({"ParticipantPhoneNumbers": pair}, "Capabilities"),
+    ):
+        assert_refused(raw(server, "POST", path, body), 400, "BadRequestException", member)
     answer = httpx.post(server.url + path, content=b"{not json", timeout=10)
     assert_refused(answer, 400, "BadRequestException", "not valid JSON")
     assert client.list_proxy_sessions(VoiceConnectorId=connector_id)["ProxySessions"] == []
