@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config
 
@@ -21,6 +22,7 @@ from chimeproxy.testing import (
     fresh_database_url,
     postgres_unavailable,
 )
+from tests.integration.stubs import Recorder
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -90,7 +92,21 @@ def start_strict_server(
     ).start()
 
 
-def make_client(url: str, **overrides: Any) -> Any:
+# Where a client made by `make_client` keeps the raw body of an error answer, in the response
+# of the ClientError (botocore parses only the modelled errors' members out of it).
+ERROR_BODY = "ErrorBody"
+
+
+def _keep_error_body(
+    response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
+) -> None:
+    if response_dict["status_code"] >= 300:
+        customized_response_dict[ERROR_BODY] = response_dict["body"]
+
+
+def make_client(url: str, *, session: boto3.session.Session | None = None, **overrides: Any) -> Any:
+    """A `chime-sdk-voice` client that never retries (a refusal or a 500 cannot hide behind a
+    successful second try), from `session` or boto3's default one."""
     options: dict[str, Any] = {
         "region_name": "us-east-1",
         "aws_access_key_id": "AKIDEXAMPLE",
@@ -98,9 +114,34 @@ def make_client(url: str, **overrides: Any) -> Any:
         "endpoint_url": url,
         "config": Config(retries={"total_max_attempts": 1}),
     } | overrides
-    return boto3.client("chime-sdk-voice", **options)
+    made = (session or boto3).client("chime-sdk-voice", **options)
+    made.meta.events.register("before-parse.chime-sdk-voice", _keep_error_body)
+    return made
 
 
 @pytest.fixture(scope="module")
 def client(server: ChimeProxyServer) -> Any:
     return make_client(server.url)
+
+
+@pytest.fixture(scope="module")
+def http(server: ChimeProxyServer) -> Iterator[httpx.Client]:
+    """Unsigned raw HTTP to the module's server (open mode on loopback), for what boto3 won't
+    send and to see answers as they are on the wire."""
+    with httpx.Client(base_url=server.url, timeout=20) as raw:
+        yield raw
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[str]:
+    """A fresh database of the test's own (see `database_url`), dropped after it."""
+    url = database_url(tmp_path)
+    yield url
+    drop_test_database(url)
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[Recorder]:
+    """A local HTTP server standing in for the outside world (webhooks, SMS providers)."""
+    with Recorder() as running:
+        yield running

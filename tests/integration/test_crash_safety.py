@@ -21,73 +21,23 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from chimeproxy.domain.lifecycle import ACTIVE, SessionStatus
 from chimeproxy.store.database import Database
 from chimeproxy.store.schema import active_routes, proxy_sessions
 from chimeproxy.testing import ChimeProxyServer, drop_test_database
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import person, proxy_connector
+from tests.integration.helpers import (
+    all_sessions,
+    assert_refused,
+    person,
+    proxy_connector,
+    refused,
+    store_problems,
+)
 
 ROUNDS = 5
 THREADS = 6
 POOL = 12
 CAPABILITY_SETS = (["Voice"], ["SMS"], ["SMS", "Voice"])
-
-
-def store_problems(url: str, now_ms: int) -> list[str]:
-    """Where the stored sessions and the routing table disagree (none when all is well):
-    - every route belongs to a stored-active session and repeats its participant, proxy number,
-      voice connector and expiry;
-    - a session active at `now_ms` has exactly its two routes;
-    - a Closed session has an end time and no route;
-    - no participant has two sessions active at `now_ms` on one proxy number of a connector."""
-    database = Database(url)
-    try:
-        with database.read() as connection:
-            rows = connection.execute(select(proxy_sessions)).mappings()
-            sessions = {row["pk"]: row for row in rows}
-            routes = list(connection.execute(select(active_routes)).mappings())
-    finally:
-        database.dispose()
-    problems: list[str] = []
-    by_session: dict[int, list[Any]] = {}
-    for route in routes:
-        by_session.setdefault(route["session_pk"], []).append(route)
-        session = sessions.get(route["session_pk"])
-        if session is None:
-            problems.append(f"route {dict(route)} has no session")
-            continue
-        if session["status"] not in ACTIVE:
-            problems.append(f"route {dict(route)} of a {session['status']} session")
-        if (
-            route["participant"] not in (session["participant_1"], session["participant_2"])
-            or route["proxy_number"] != session["proxy_number"]
-            or route["voice_connector_pk"] != session["voice_connector_pk"]
-            or route["expires_at"] != session["expires_at"]
-        ):
-            problems.append(f"route {dict(route)} disagrees with session {session['id']}")
-    active_keys: dict[tuple[int, str, str], str] = {}
-    for pk, session in sessions.items():
-        mine = by_session.get(pk, [])
-        if session["status"] == SessionStatus.CLOSED:
-            if session["ended_at"] is None:
-                problems.append(f"Closed session {session['id']} has no end time")
-            if mine:
-                problems.append(f"Closed session {session['id']} still has routes")
-        elif session["expires_at"] > now_ms:
-            participants = sorted(route["participant"] for route in mine)
-            expected = sorted((session["participant_1"], session["participant_2"]))
-            if participants != expected:
-                problems.append(f"active session {session['id']} has routes for {participants}")
-            for participant in expected:
-                key = (session["voice_connector_pk"], participant, session["proxy_number"])
-                if key in active_keys:
-                    problems.append(
-                        f"{participant} has sessions {active_keys[key]} and {session['id']} "
-                        f"active on {session['proxy_number']}"
-                    )
-                active_keys[key] = session["id"]
-    return problems
 
 
 @dataclass
@@ -145,8 +95,7 @@ def load(
                         mine.append(session_id)
                     else:
                         # Pool exhausted for this hub: refused, nothing written.
-                        assert answer.status_code == 400, answer.text
-                        assert "exhausted" in answer.json()["Message"]
+                        assert_refused(answer, 400, "BadRequestException", "exhausted")
                         with ledger.lock:
                             ledger.unacknowledged_creates -= 1
                 elif choice < 0.8:
@@ -177,29 +126,13 @@ def load(
                 return  # the server was killed: this write's outcome is unknown
 
 
-def session_states(server: ChimeProxyServer, connector_id: str) -> dict[str, dict[str, Any]]:
-    """Every session the restarted server lists, by id."""
-    client = make_client(server.url)
-    found: dict[str, dict[str, Any]] = {}
-    token = None
-    while True:
-        page = client.list_proxy_sessions(
-            VoiceConnectorId=connector_id, **({"NextToken": token} if token else {})
-        )
-        for session in page["ProxySessions"]:
-            found[session["ProxySessionId"]] = session
-        token = page.get("NextToken")
-        if not token:
-            return found
-
-
 def check_acknowledged(
     server: ChimeProxyServer, connector_id: str, ledger: Ledger
 ) -> tuple[int, int]:
     """Every acknowledged write is there; anything else is an in-flight write or nothing.
     Answers (sessions checked, writes that were in flight)."""
-    listed = session_states(server, connector_id)
     client = make_client(server.url)
+    listed = {s["ProxySessionId"]: s for s in all_sessions(client, connector_id)}
     in_flight = 0
     for session_id, expected in ledger.sessions.items():
         session = listed.pop(session_id, None)
@@ -212,7 +145,7 @@ def check_acknowledged(
             allowed.append({**allowed[0], "deleted": False, **expected.maybe})
         if session is None:
             assert any(state["deleted"] for state in allowed), f"acknowledged {session_id} lost"
-            with pytest.raises(client.exceptions.NotFoundException):
+            with refused(404, "NotFoundException", session_id):
                 client.get_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)
             expected.deleted, expected.maybe = True, None
             continue

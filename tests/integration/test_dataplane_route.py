@@ -14,45 +14,19 @@ from chimeproxy.app import ChimeProxyApp
 from chimeproxy.settings import Settings
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import order_numbers, person, proxy_connector
+from tests.integration.helpers import (
+    assert_refused,
+    decide,
+    end,
+    interactions,
+    order_numbers,
+    person,
+    proxy_connector,
+    session_between,
+    status_of,
+)
 
 SECRET = "s3cret-route-key"
-
-
-def route(url: str, caller: str, called: str, kind: str = "voice", **extra: Any) -> httpx.Response:
-    return httpx.post(
-        f"{url}/_chimeproxy/route",
-        json={"caller": caller, "called": called, "kind": kind, **extra},
-        timeout=10,
-    )
-
-
-def decide(url: str, caller: str, called: str, kind: str = "voice", **extra: Any) -> dict:
-    answer = route(url, caller, called, kind, **extra)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def end(url: str, interaction_id: str, **body: Any) -> httpx.Response:
-    return httpx.post(f"{url}/_chimeproxy/interactions/{interaction_id}/end", json=body, timeout=10)
-
-
-def session_between(
-    client: Any, connector_id: str, a: str, b: str, capabilities: tuple[str, ...] = ("Voice", "SMS")
-) -> tuple[str, str]:
-    """(session id, proxy number) of a new session."""
-    created = client.create_proxy_session(
-        VoiceConnectorId=connector_id,
-        ParticipantPhoneNumbers=[a, b],
-        Capabilities=list(capabilities),
-    )["ProxySession"]
-    return created["ProxySessionId"], created["Participants"][0]["ProxyPhoneNumber"]
-
-
-def status_of(client: Any, connector_id: str, session_id: str) -> str:
-    return client.get_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)[
-        "ProxySession"
-    ]["Status"]
 
 
 def with_fallback(client: Any, connector_id: str, fallback: str, expiry: int = 60) -> None:
@@ -297,67 +271,90 @@ def test_a_new_session_on_the_same_number_routes_again(
 def test_end_records_the_outcome_once(server: ChimeProxyServer, client: Any) -> None:
     connector_id, _ = proxy_connector(client, 1)
     a, b = person(), person()
-    _, p = session_between(client, connector_id, a, b)
+    session_id, p = session_between(client, connector_id, a, b)
     interaction_id = decide(server.url, a, p)["interaction_id"]
     first = end(server.url, interaction_id, outcome="completed", duration_seconds=42.5)
     assert (first.status_code, first.content) == (204, b"")
+    ended = interactions(server.url, connector_id, session_id)
     again = end(server.url, interaction_id, outcome="failed", duration_seconds=None)
-    assert again.status_code == 204
+    assert (again.status_code, again.content) == (204, b"")
+    # The first report won: the second changed nothing.
+    assert interactions(server.url, connector_id, session_id) == ended
+    (call,) = ended
+    assert call["InteractionId"] == interaction_id
+    assert (call["Outcome"], call["DurationSeconds"]) == ("completed", 42.5)
+    assert call["EndedTimestamp"] is not None
+
     no_duration = decide(server.url, b, p)["interaction_id"]
     assert end(server.url, no_duration, outcome="no-answer").status_code == 204
+    calls = interactions(server.url, connector_id, session_id)
+    assert calls[0] == call
+    assert (calls[1]["InteractionId"], calls[1]["Outcome"], calls[1]["DurationSeconds"]) == (
+        no_duration,
+        "no-answer",
+        None,
+    )
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "fragment"),
     [
-        {},
-        {"outcome": "hung-up"},
-        {"outcome": "completed", "duration_seconds": -1},
-        {"outcome": "completed", "duration_seconds": "12"},
-        {"outcome": "completed", "duration_seconds": True},
+        ({}, "outcome must be one of"),
+        ({"outcome": "hung-up"}, "outcome must be one of"),
+        ({"outcome": "completed", "duration_seconds": -1}, "duration_seconds"),
+        ({"outcome": "completed", "duration_seconds": "12"}, "duration_seconds"),
+        ({"outcome": "completed", "duration_seconds": True}, "duration_seconds"),
     ],
 )
 def test_end_refuses_a_malformed_body(
-    server: ChimeProxyServer, client: Any, body: dict[str, Any]
+    server: ChimeProxyServer, client: Any, body: dict[str, Any], fragment: str
 ) -> None:
     connector_id, _ = proxy_connector(client, 1)
     a, b = person(), person()
-    _, p = session_between(client, connector_id, a, b)
+    session_id, p = session_between(client, connector_id, a, b)
     interaction_id = decide(server.url, a, p)["interaction_id"]
-    answer = end(server.url, interaction_id, **body)
-    assert answer.status_code == 400
-    assert answer.json()["Code"] == "BadRequest"
+    ongoing = interactions(server.url, connector_id, session_id)
+    assert_refused(end(server.url, interaction_id, **body), 400, "BadRequestException", fragment)
+    # Still ongoing: the refused report recorded nothing.
+    assert interactions(server.url, connector_id, session_id) == ongoing
+    assert ongoing[0]["Outcome"] is None
 
 
 def test_end_of_an_unknown_interaction_is_404(server: ChimeProxyServer) -> None:
-    answer = end(server.url, "00000000-0000-4000-8000-000000000000", outcome="completed")
-    assert answer.status_code == 404
+    unknown = "00000000-0000-4000-8000-000000000000"
+    answer = end(server.url, unknown, outcome="completed")
+    assert_refused(answer, 404, "NotFoundException", unknown)
 
 
 # Input.
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "fragment"),
     [
-        b"not json",
-        b"[]",
-        b'{"called": "+12065550100", "kind": "voice"}',
-        b'{"caller": "+12065550100", "kind": "voice"}',
-        b'{"caller": "+12065550100", "called": "+12065550101"}',
-        b'{"caller": "+12065550100", "called": "+12065550101", "kind": "fax"}',
-        b'{"caller": "+12065550100", "called": "+12065550101", "kind": "voice", "call_id": 7}',
-        b'{"caller": 12065550100, "called": "+12065550101", "kind": "voice"}',
+        (b"not json", "must be a JSON object"),
+        (b"[]", "must be a JSON object"),
+        (b'{"called": "+12065550100", "kind": "voice"}', "caller and called must be strings"),
+        (b'{"caller": "+12065550100", "kind": "voice"}', "caller and called must be strings"),
+        (b'{"caller": "+12065550100", "called": "+12065550101"}', "kind must be one of"),
+        (b'{"caller": "+12065550100", "called": "+12065550101", "kind": "fax"}',
+         "kind must be one of"),
+        (b'{"caller": "+12065550100", "called": "+12065550101", "kind": "voice", "call_id": 7}',
+         "call_id must be a string"),
+        (b'{"caller": 12065550100, "called": "+12065550101", "kind": "voice"}',
+         "caller and called must be strings"),
     ],
-)
-def test_route_refuses_a_malformed_body(server: ChimeProxyServer, body: bytes) -> None:
+)  # fmt: skip
+def test_route_refuses_a_malformed_body(
+    server: ChimeProxyServer, body: bytes, fragment: str
+) -> None:
     answer = httpx.post(f"{server.url}/_chimeproxy/route", content=body, timeout=10)
-    assert answer.status_code == 400
-    assert answer.json()["Code"] == "BadRequest"
+    assert_refused(answer, 400, "BadRequestException", fragment)
 
 
 def test_route_only_answers_post(server: ChimeProxyServer) -> None:
-    assert httpx.get(f"{server.url}/_chimeproxy/route", timeout=10).status_code == 404
+    answer = httpx.get(f"{server.url}/_chimeproxy/route", timeout=10)
+    assert_refused(answer, 404, "UnknownOperationException", "GET /_chimeproxy/route")
 
 
 # Access.
@@ -379,19 +376,23 @@ def test_the_route_secret_is_required_when_set(secret_server: ChimeProxyServer) 
     client = make_client(secret_server.url)
     connector_id, _ = proxy_connector(client, 1)
     a, b = person(), person()
-    _, p = session_between(client, connector_id, a, b)
+    session_id, p = session_between(client, connector_id, a, b)
     body = {"caller": a, "called": p, "kind": "voice"}
     url = f"{secret_server.url}/_chimeproxy/route"
     for headers in ({}, {"X-Chimeproxy-Route-Secret": "wrong"}, {"X-Chimeproxy-Route-Secret": ""}):
-        refused = httpx.post(url, json=body, headers=headers, timeout=10)
-        assert refused.status_code == 403, headers
-        assert refused.headers["x-amzn-errortype"] == "ForbiddenException"
+        answer = httpx.post(url, json=body, headers=headers, timeout=10)
+        assert_refused(answer, 403, "ForbiddenException")
+    # Refused before routing: nothing recorded, the session not started.
+    assert interactions(secret_server.url, connector_id, session_id) == []
+    assert status_of(client, connector_id, session_id) == "Open"
     granted = httpx.post(url, json=body, headers={"X-Chimeproxy-Route-Secret": SECRET}, timeout=10)
     assert granted.status_code == 200
     interaction_id = granted.json()["interaction_id"]
 
     end_url = f"{secret_server.url}/_chimeproxy/interactions/{interaction_id}/end"
-    assert httpx.post(end_url, json={"outcome": "completed"}, timeout=10).status_code == 403
+    answer = httpx.post(end_url, json={"outcome": "completed"}, timeout=10)
+    assert_refused(answer, 403, "ForbiddenException")
+    assert interactions(secret_server.url, connector_id, session_id)[0]["Outcome"] is None
     ended = httpx.post(
         end_url,
         json={"outcome": "completed"},
@@ -406,7 +407,8 @@ def test_http_basic_auth_carries_the_secret_too(secret_server: ChimeProxyServer)
     url = f"{secret_server.url}/_chimeproxy/route"
     body = {"caller": person(), "called": "+19135550000", "kind": "sms"}
     assert httpx.post(url, json=body, auth=("chimeproxy", SECRET), timeout=10).status_code == 200
-    assert httpx.post(url, json=body, auth=("chimeproxy", "nope"), timeout=10).status_code == 403
+    answer = httpx.post(url, json=body, auth=("chimeproxy", "nope"), timeout=10)
+    assert_refused(answer, 403, "ForbiddenException")
 
 
 def _asgi_route(tmp_path: Path, client_host: str, settings: dict[str, Any]) -> httpx.Response:
@@ -432,9 +434,8 @@ def _asgi_route(tmp_path: Path, client_host: str, settings: dict[str, Any]) -> h
 def test_without_a_secret_only_loopback_callers_are_answered(tmp_path: Path) -> None:
     assert _asgi_route(tmp_path, "127.0.0.1", {}).status_code == 200
     assert _asgi_route(tmp_path, "::1", {}).status_code == 200
-    refused = _asgi_route(tmp_path, "203.0.113.7", {})
-    assert refused.status_code == 403
-    assert "CHIMEPROXY_ROUTE_SECRET" in refused.json()["Message"]
+    answer = _asgi_route(tmp_path, "203.0.113.7", {})
+    assert_refused(answer, 403, "ForbiddenException", "CHIMEPROXY_ROUTE_SECRET")
 
 
 def test_with_a_secret_other_hosts_are_answered(tmp_path: Path) -> None:

@@ -16,8 +16,7 @@ from sqlalchemy.engine import make_url
 
 from chimeproxy.testing import ChimeProxyServer, drop_test_database
 from tests.conftest import BACKEND, database_url, make_client
-from tests.integration.helpers import person, proxy_connector
-from tests.integration.test_dataplane_route import route, session_between, status_of
+from tests.integration.helpers import person, proxy_connector, route, session_between, status_of
 
 
 def requests_counted(server: ChimeProxyServer) -> dict[tuple[str, str], float]:

@@ -15,23 +15,17 @@ import pytest
 
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import person, proxy_connector
-from tests.integration.test_sms import Recorded, Recorder
+from tests.integration.helpers import decide, end, new_session, person
+from tests.integration.stubs import Recorded, Recorder
 
 SECRET = "whsec-test-secret"
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Recorder]:
-    running = Recorder()
-    yield running
-    running.close()
-
-
-@pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, receiver: Recorder
+    tmp_path_factory: pytest.TempPathFactory, recorder: Recorder
 ) -> Iterator[ChimeProxyServer]:
+    """The module's server sends its events to the recorder's /events."""
     directory = tmp_path_factory.mktemp("events")
     running = ChimeProxyServer(
         database=database_url(directory),
@@ -40,7 +34,7 @@ def server(
             "--sweep-interval",
             "0.2",
             "--events-url",
-            f"{receiver.url}/events",
+            f"{recorder.url}/events",
         ],
         env={"CHIMEPROXY_EVENTS_SECRET": SECRET},
         log_path=directory / "server.log",
@@ -49,42 +43,13 @@ def server(
     running.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: ChimeProxyServer) -> Any:
-    return make_client(server.url)
-
-
-def route(server: ChimeProxyServer, caller: str, called: str, kind: str = "voice") -> dict:
-    answer = httpx.post(
-        f"{server.url}/_chimeproxy/route",
-        json={"caller": caller, "called": called, "kind": kind},
-        timeout=10,
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def new_session(client: Any, expiry: int | None = None) -> tuple[str, str, str, str, str]:
-    connector_id, _ = proxy_connector(client, 1)
-    a, b = person(), person()
-    extra = {"ExpiryMinutes": expiry} if expiry else {}
-    created = client.create_proxy_session(
-        VoiceConnectorId=connector_id,
-        ParticipantPhoneNumbers=[a, b],
-        Capabilities=["Voice", "SMS"],
-        **extra,
-    )["ProxySession"]
-    p = created["Participants"][0]["ProxyPhoneNumber"]
-    return connector_id, created["ProxySessionId"], a, b, p
-
-
 def deliveries(requests: list[Recorded]) -> list[Recorded]:
     """The requests that delivered an event (the receiver answered 200)."""
     return [r for r in requests if r.method == "POST" and r.path == "/events" and r.status == 200]
 
 
 def events_about(
-    receiver: Recorder, key: str, value: str, expected: list[str]
+    recorder: Recorder, key: str, value: str, expected: list[str]
 ) -> list[dict[str, Any]]:
     """The distinct events whose data[key] == value, once their types include `expected`."""
 
@@ -100,19 +65,15 @@ def events_about(
         types = [e["type"] for e in collect(requests)]
         return all(types.count(t) >= expected.count(t) for t in set(expected))
 
-    return collect(receiver.wait_for(done))
+    return collect(recorder.wait_for(done))
 
 
 def test_session_and_interaction_events_arrive_signed(
-    server: ChimeProxyServer, client: Any, receiver: Recorder
+    server: ChimeProxyServer, client: Any, recorder: Recorder
 ) -> None:
-    connector_id, session_id, a, b, p = new_session(client)
-    interaction_id = route(server, a, p)["interaction_id"]
-    ended = httpx.post(
-        f"{server.url}/_chimeproxy/interactions/{interaction_id}/end",
-        json={"outcome": "completed", "duration_seconds": 30},
-        timeout=10,
-    )
+    connector_id, session_id, a, b, p = new_session(client, ("Voice", "SMS"))
+    interaction_id = decide(server.url, a, p)["interaction_id"]
+    ended = end(server.url, interaction_id, outcome="completed", duration_seconds=30)
     assert ended.status_code == 204
     client.update_proxy_session(
         VoiceConnectorId=connector_id, ProxySessionId=session_id, Capabilities=["Voice"]
@@ -120,7 +81,7 @@ def test_session_and_interaction_events_arrive_signed(
     client.delete_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)
 
     session_events = events_about(
-        receiver,
+        recorder,
         "ProxySessionId",
         session_id,
         [
@@ -156,7 +117,7 @@ def test_session_and_interaction_events_arrive_signed(
         assert (event["account"], event["region"]) == ("123456789012", "us-east-1")
 
     # Every delivery carries the HMAC-SHA256 of its exact body.
-    for request in deliveries(receiver.requests):
+    for request in deliveries(recorder.requests):
         expected = "sha256=" + hmac.new(SECRET.encode(), request.body, hashlib.sha256).hexdigest()
         assert hmac.compare_digest(request.headers["x-chimeproxy-signature"], expected)
         event = orjson.loads(request.body)
@@ -165,12 +126,12 @@ def test_session_and_interaction_events_arrive_signed(
 
 
 def test_out_of_session_contacts_are_announced(
-    server: ChimeProxyServer, client: Any, receiver: Recorder
+    server: ChimeProxyServer, client: Any, recorder: Recorder
 ) -> None:
-    _, _, _, _, p = new_session(client)
+    _, _, _, _, p = new_session(client, ("Voice", "SMS"))
     stranger = person()
-    assert route(server, stranger, p)["status"] == 403
-    (event,) = events_about(receiver, "FromPhoneNumber", stranger, ["contact.out_of_session"])
+    assert decide(server.url, stranger, p)["status"] == 403
+    (event,) = events_about(recorder, "FromPhoneNumber", stranger, ["contact.out_of_session"])
     assert event["type"] == "contact.out_of_session"
     data = event["data"]
     assert (data["Action"], data["RejectStatus"], data["OutOfSession"]) == (
@@ -181,9 +142,9 @@ def test_out_of_session_contacts_are_announced(
 
 
 def test_message_bodies_stay_out_of_events(
-    server: ChimeProxyServer, client: Any, receiver: Recorder
+    server: ChimeProxyServer, client: Any, recorder: Recorder
 ) -> None:
-    _, _, a, _, p = new_session(client)
+    _, _, a, _, p = new_session(client, ("Voice", "SMS"))
     secret_text = "the door code is 4321"
     answer = httpx.post(
         f"{server.url}/_chimeproxy/sms/inbound",
@@ -193,34 +154,34 @@ def test_message_bodies_stay_out_of_events(
     # No SMS provider on this server: routed and recorded, but not sent.
     assert (answer.status_code, answer.json()["outcome"]) == (200, "failed")
     events = events_about(
-        receiver, "FromPhoneNumber", a, ["interaction.started", "interaction.ended"]
+        recorder, "FromPhoneNumber", a, ["interaction.started", "interaction.ended"]
     )
     assert {e["data"]["Kind"] for e in events} == {"sms"}
     assert all(e["data"]["MessageBody"] is None for e in events)
-    assert not any(secret_text.encode() in r.body for r in receiver.requests)
+    assert not any(secret_text.encode() in r.body for r in recorder.requests)
     assert secret_text not in server.log()
 
 
 def test_a_failing_receiver_gets_the_event_again(
-    server: ChimeProxyServer, client: Any, receiver: Recorder
+    server: ChimeProxyServer, client: Any, recorder: Recorder
 ) -> None:
-    receiver.failures["/events"] = 2
-    _, session_id, *_ = new_session(client)
-    (created,) = events_about(receiver, "ProxySessionId", session_id, ["session.created"])
+    recorder.failures["/events"] = 2
+    _, session_id, *_ = new_session(client, ("Voice", "SMS"))
+    (created,) = events_about(recorder, "ProxySessionId", session_id, ["session.created"])
     assert created["type"] == "session.created"
     attempts = [
-        r for r in receiver.requests if r.headers.get("x-chimeproxy-event-id") == created["id"]
+        r for r in recorder.requests if r.headers.get("x-chimeproxy-event-id") == created["id"]
     ]
     assert [r.status for r in attempts] == [500, 500, 200]
     assert len({r.body for r in attempts}) == 1
 
 
 def test_the_sweeper_announces_expired_sessions(
-    server: ChimeProxyServer, client: Any, receiver: Recorder
+    server: ChimeProxyServer, client: Any, recorder: Recorder
 ) -> None:
-    _, session_id, *_ = new_session(client, expiry=1)
+    _, session_id, *_ = new_session(client, ("Voice", "SMS"), ExpiryMinutes=1)
     server.advance(61)
-    events = events_about(receiver, "ProxySessionId", session_id, ["session.closed"])
+    events = events_about(recorder, "ProxySessionId", session_id, ["session.closed"])
     (closed,) = [e for e in events if e["type"] == "session.closed"]
     assert closed["data"]["Status"] == "Closed"
     assert closed["data"]["EndedTimestamp"].endswith("Z")
@@ -254,7 +215,7 @@ def test_a_dead_receiver_does_not_hold_up_routing(
     ).start()
     try:
         client = make_client(dead.url)
-        _, _, a, b, p = new_session(client)
+        _, _, a, b, p = new_session(client, ("Voice", "SMS"))
         with httpx.Client(timeout=10) as http:
             for caller in [a, b] * 15:
                 answer = http.post(

@@ -41,8 +41,8 @@ from chimeproxy.protocol.errors import BadRequestException
 from chimeproxy.protocol.model import service_model, success_status
 from chimeproxy.protocol.validate import compiled_pattern, validate
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import make_client, start_strict_server
-from tests.integration.helpers import order_numbers
+from tests.conftest import start_strict_server
+from tests.integration.helpers import client_for, order_numbers
 
 EXAMPLES = int(os.environ.get("CHIMEPROXY_FUZZ_EXAMPLES", "2000"))
 KEY, SECRET, ACCOUNT = "AKIDFUZZ000000000001", "fuzz-secret", "777777777777"
@@ -109,7 +109,7 @@ _area_codes = itertools.cycle(["206", "425", "253", "360", "509", "503", "541", 
 def build_world(server: ChimeProxyServer) -> World:
     """Two voice connectors with proxy configurations (one with numbers and sessions), numbers
     in every state, an order, and a NextToken of each listing."""
-    client = make_client(server.url, aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+    client = client_for(server, (KEY, SECRET, ACCOUNT))
     area = next(_area_codes)
     numbers = order_numbers(client, 5, AreaCode=area)
     connectors = [

@@ -19,8 +19,8 @@ from botocore.credentials import Credentials
 from chimeproxy.store.database import Database
 from chimeproxy.store.schema import metadata
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import database_url, make_client
-from tests.integration.helpers import person, proxy_connector
+from tests.conftest import database_url
+from tests.integration.helpers import assert_refused, client_for, decide, new_session, person
 
 ALPHA = ("AKIDALPHA", "alpha-secret", "111122223333")
 BETA = ("AKIDBETA", "beta-secret", "444455556666")
@@ -45,9 +45,7 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimePro
 
 @pytest.fixture(scope="module")
 def client(strict_server: ChimeProxyServer) -> Any:
-    return make_client(
-        strict_server.url, aws_access_key_id=ALPHA[0], aws_secret_access_key=ALPHA[1]
-    )
+    return client_for(strict_server, ALPHA)
 
 
 def signed_get(
@@ -58,37 +56,10 @@ def signed_get(
     return httpx.get(url, headers=dict(request.headers.items()), timeout=10)
 
 
-def route(server: ChimeProxyServer, caller: str, called: str, kind: str = "voice") -> dict:
-    """Unsigned, as the SIP edge calls it: /route is outside SigV4 even in strict mode."""
-    answer = httpx.post(
-        f"{server.url}/_chimeproxy/route",
-        json={"caller": caller, "called": called, "kind": kind},
-        timeout=10,
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
 def session_listing(server: ChimeProxyServer, connector_id: str, session_id: str) -> str:
     return (
         f"{server.url}/_chimeproxy/voice-connectors/{connector_id}/proxy-sessions/{session_id}"
         "/interactions"
-    )
-
-
-def with_session(client: Any) -> tuple[str, str, str, str, str]:
-    """(connector id, session id, a, b, proxy number)."""
-    connector_id, _ = proxy_connector(client, 1)
-    a, b = person(), person()
-    created = client.create_proxy_session(
-        VoiceConnectorId=connector_id, ParticipantPhoneNumbers=[a, b], Capabilities=["Voice"]
-    )["ProxySession"]
-    return (
-        connector_id,
-        created["ProxySessionId"],
-        a,
-        b,
-        created["Participants"][0]["ProxyPhoneNumber"],
     )
 
 
@@ -111,9 +82,9 @@ def all_pages(url: str, page_size: int) -> tuple[list[dict[str, Any]], int]:
 def test_routed_calls_are_listed_for_their_session(
     strict_server: ChimeProxyServer, client: Any
 ) -> None:
-    connector_id, session_id, a, b, p = with_session(client)
-    first = route(strict_server, a, p)
-    second = route(strict_server, b, p)
+    connector_id, session_id, a, b, p = new_session(client, ("Voice",))
+    first = decide(strict_server.url, a, p)
+    second = decide(strict_server.url, b, p)
     ended = httpx.post(
         f"{strict_server.url}/_chimeproxy/interactions/{first['interaction_id']}/end",
         json={"outcome": "completed", "duration_seconds": 61.5},
@@ -150,32 +121,30 @@ def test_routed_calls_are_listed_for_their_session(
 
 
 def test_the_listing_needs_a_valid_signature(strict_server: ChimeProxyServer, client: Any) -> None:
-    connector_id, session_id, *_ = with_session(client)
+    connector_id, session_id, *_ = new_session(client, ("Voice",))
     url = session_listing(strict_server, connector_id, session_id)
     unsigned = httpx.get(url, timeout=10)
-    assert unsigned.status_code == 403
-    assert unsigned.headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
+    assert_refused(unsigned, 403, "MissingAuthenticationTokenException")
     wrong = signed_get(url, (ALPHA[0], "not-the-secret", ALPHA[2]))
-    assert wrong.status_code == 403
+    assert_refused(wrong, 403, "InvalidSignatureException")
     assert signed_get(url).status_code == 200
 
 
 def test_other_accounts_and_regions_do_not_see_them(
     strict_server: ChimeProxyServer, client: Any
 ) -> None:
-    connector_id, session_id, a, _, p = with_session(client)
-    route(strict_server, a, p)
+    connector_id, session_id, a, _, p = new_session(client, ("Voice",))
+    decide(strict_server.url, a, p)
     url = session_listing(strict_server, connector_id, session_id)
     for answer in (signed_get(url, BETA), signed_get(url, region="eu-west-1")):
-        assert answer.status_code == 404
-        assert answer.headers["x-amzn-errortype"] == "NotFoundException"
+        assert_refused(answer, 404, "NotFoundException", connector_id)
 
 
 def test_pagination_covers_every_interaction_once(
     strict_server: ChimeProxyServer, client: Any
 ) -> None:
-    connector_id, session_id, a, b, p = with_session(client)
-    routed = [route(strict_server, caller, p)["interaction_id"] for caller in (a, b, a, b, a)]
+    connector_id, session_id, a, b, p = new_session(client, ("Voice",))
+    routed = [decide(strict_server.url, caller, p)["interaction_id"] for caller in (a, b, a, b, a)]
     url = session_listing(strict_server, connector_id, session_id)
     for size, page_count in ((1, 5), (2, 3), (5, 1), (100, 1)):
         items, pages = all_pages(url, size)
@@ -184,36 +153,36 @@ def test_pagination_covers_every_interaction_once(
 
 
 def test_bad_paging_parameters_are_refused(strict_server: ChimeProxyServer, client: Any) -> None:
-    connector_id, session_id, a, b, p = with_session(client)
+    connector_id, session_id, a, b, p = new_session(client, ("Voice",))
     for caller in (a, b, a):
-        route(strict_server, caller, p)
+        decide(strict_server.url, caller, p)
     url = session_listing(strict_server, connector_id, session_id)
     token = signed_get(url + "?max-results=1").json()["NextToken"]
     assert token
     other_listing = f"{strict_server.url}/_chimeproxy/voice-connectors/{connector_id}/interactions"
-    for bad in (
-        "?max-results=0",
-        "?max-results=101",
-        "?max-results=two",
-        "?next-token=forged",
-        f"?next-token={token[:-2]}AA",
+    for bad, member in (
+        ("?max-results=0", "max-results"),
+        ("?max-results=101", "max-results"),
+        ("?max-results=two", "max-results"),
+        ("?next-token=forged", "NextToken"),
+        (f"?next-token={token[:-2]}AA", "NextToken"),
     ):
-        answer = signed_get(url + bad)
-        assert answer.status_code == 400, bad
-        assert answer.headers["x-amzn-errortype"] == "BadRequestException"
-    assert signed_get(f"{other_listing}?next-token={token}").status_code == 400
+        assert_refused(signed_get(url + bad), 400, "BadRequestException", member)
+    answer = signed_get(f"{other_listing}?next-token={token}")
+    assert_refused(answer, 400, "BadRequestException", "NextToken")
     # Another account cannot use this account's token either.
-    assert signed_get(f"{url}?next-token={token}", BETA).status_code in (400, 404)
+    answer = signed_get(f"{url}?next-token={token}", BETA)
+    assert_refused(answer, 400, "BadRequestException", "NextToken")
 
 
 def test_out_of_session_contacts_are_listed_for_the_voice_connector(
     strict_server: ChimeProxyServer, client: Any
 ) -> None:
-    connector_id, session_id, a, _, p = with_session(client)
+    connector_id, session_id, a, _, p = new_session(client, ("Voice",))
     stranger = person()
-    in_session = route(strict_server, a, p)["interaction_id"]
-    assert route(strict_server, stranger, p)["status"] == 403
-    assert route(strict_server, a, p, "sms")["status"] == 488
+    in_session = decide(strict_server.url, a, p)["interaction_id"]
+    assert decide(strict_server.url, stranger, p)["status"] == 403
+    assert decide(strict_server.url, a, p, "sms")["status"] == 488
     base = f"{strict_server.url}/_chimeproxy/voice-connectors/{connector_id}/interactions"
 
     everything = signed_get(base).json()["Interactions"]
@@ -233,15 +202,18 @@ def test_out_of_session_contacts_are_listed_for_the_voice_connector(
 def test_unknown_and_deleted_sessions_are_not_found(
     strict_server: ChimeProxyServer, client: Any
 ) -> None:
-    connector_id, session_id, a, _, p = with_session(client)
-    route(strict_server, a, p)
-    unknown = session_listing(strict_server, connector_id, "00000000-0000-4000-8000-000000000000")
-    assert signed_get(unknown).status_code == 404
+    connector_id, session_id, a, _, p = new_session(client, ("Voice",))
+    decide(strict_server.url, a, p)
+    unknown_id = "00000000-0000-4000-8000-000000000000"
+    unknown = session_listing(strict_server, connector_id, unknown_id)
+    assert_refused(signed_get(unknown), 404, "NotFoundException", unknown_id)
     missing_connector = session_listing(strict_server, "zzzzzzzzzzzzzzzzzzzzz0", session_id)
-    assert signed_get(missing_connector).status_code == 404
+    answer = signed_get(missing_connector)
+    assert_refused(answer, 404, "NotFoundException", "zzzzzzzzzzzzzzzzzzzzz0")
 
     client.delete_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)
-    assert signed_get(session_listing(strict_server, connector_id, session_id)).status_code == 404
+    answer = signed_get(session_listing(strict_server, connector_id, session_id))
+    assert_refused(answer, 404, "NotFoundException", session_id)
     # Deleting a session removes what was recorded of it.
     base = f"{strict_server.url}/_chimeproxy/voice-connectors/{connector_id}/interactions"
     assert signed_get(base).json()["Interactions"] == []

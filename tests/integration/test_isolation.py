@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from chimeproxy.operations import load_operations
 from chimeproxy.operations.registry import OPERATIONS
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import make_client
-from tests.integration.helpers import order_numbers
+from tests.integration.helpers import every_item, order_numbers, refused
 
 OWNER_ACCOUNT = "333333333333"
 STRANGERS = {
@@ -125,28 +124,14 @@ def own_connector(name: str, stranger: Any) -> str:
     return _own_connectors[name]
 
 
-def fails(call: Callable[[], Any], code: str = "NotFoundException") -> None:
-    with pytest.raises(ClientError) as caught:
-        call()
-    assert caught.value.response["Error"]["Code"] == code, caught.value.response
-
-
-def everything(listing: Callable[..., dict[str, Any]], key: str, **params: Any) -> list[Any]:
-    """All items of a paginated listing."""
-    items: list[Any] = []
-    token = None
-    while True:
-        page = listing(**params, **({"NextToken": token} if token else {}))
-        items += page[key]
-        token = page.get("NextToken")
-        if not token:
-            return items
-
-
-# One case per operation: what the stranger tries, and what it must get.
+# One case per operation: what the stranger tries, and what it must get. The owner's things do
+# not exist for a stranger (404 NotFoundException), and the owner's page tokens are not tokens
+# of the stranger's listings (400 BadRequestException).
 
 Case = Callable[[World, Any, str], None]
 CASES: dict[str, Case] = {}
+NOT_FOUND = (404, "NotFoundException")
+BAD_TOKEN = (400, "BadRequestException", "NextToken")
 
 
 def case(name: str) -> Callable[[Case], Case]:
@@ -159,33 +144,32 @@ def case(name: str) -> Callable[[Case], Case]:
 
 @case("GetVoiceConnector")
 def _(w: World, s: Any, who: str) -> None:
-    fails(lambda: s.get_voice_connector(VoiceConnectorId=w.connector))
+    with refused(*NOT_FOUND, w.connector):
+        s.get_voice_connector(VoiceConnectorId=w.connector)
 
 
 @case("UpdateVoiceConnector")
 def _(w: World, s: Any, who: str) -> None:
-    fails(
-        lambda: s.update_voice_connector(
+    with refused(*NOT_FOUND, w.connector):
+        s.update_voice_connector(
             VoiceConnectorId=w.connector, Name="hijacked", RequireEncryption=True
         )
-    )
 
 
 @case("DeleteVoiceConnector")
 def _(w: World, s: Any, who: str) -> None:
-    fails(lambda: s.delete_voice_connector(VoiceConnectorId=w.empty_connector))
-    fails(lambda: s.delete_voice_connector(VoiceConnectorId=w.connector))
+    for connector in (w.empty_connector, w.connector):
+        with refused(*NOT_FOUND, connector):
+            s.delete_voice_connector(VoiceConnectorId=connector)
 
 
 @case("ListVoiceConnectors")
 def _(w: World, s: Any, who: str) -> None:
     own_connector(who, s)
-    ids = {c["VoiceConnectorId"] for c in everything(s.list_voice_connectors, "VoiceConnectors")}
+    ids = {c["VoiceConnectorId"] for c in every_item(s.list_voice_connectors, "VoiceConnectors")}
     assert ids and not ids & {w.connector, w.empty_connector}
-    fails(
-        lambda: s.list_voice_connectors(NextToken=w.tokens["ListVoiceConnectors"]),
-        "BadRequestException",
-    )
+    with refused(*BAD_TOKEN):
+        s.list_voice_connectors(NextToken=w.tokens["ListVoiceConnectors"])
 
 
 @case("CreateVoiceConnector")
@@ -198,34 +182,37 @@ def _(w: World, s: Any, who: str) -> None:
 @case("GetPhoneNumber")
 def _(w: World, s: Any, who: str) -> None:
     for number in (w.pool[0], w.spare, w.deleted, w.spare.lstrip("+")):
-        fails(lambda number=number: s.get_phone_number(PhoneNumberId=number))
+        with refused(*NOT_FOUND):
+            s.get_phone_number(PhoneNumberId=number)
 
 
 @case("UpdatePhoneNumber")
 def _(w: World, s: Any, who: str) -> None:
     for number in (w.pool[0], w.spare):
-        fails(lambda number=number: s.update_phone_number(PhoneNumberId=number, CallingName="X Y"))
+        with refused(*NOT_FOUND):
+            s.update_phone_number(PhoneNumberId=number, CallingName="X Y")
 
 
 @case("DeletePhoneNumber")
 def _(w: World, s: Any, who: str) -> None:
-    fails(lambda: s.delete_phone_number(PhoneNumberId=w.spare))
+    with refused(*NOT_FOUND):
+        s.delete_phone_number(PhoneNumberId=w.spare)
 
 
 @case("RestorePhoneNumber")
 def _(w: World, s: Any, who: str) -> None:
-    fails(lambda: s.restore_phone_number(PhoneNumberId=w.deleted))
+    with refused(*NOT_FOUND):
+        s.restore_phone_number(PhoneNumberId=w.deleted)
 
 
 @case("ListPhoneNumbers")
 def _(w: World, s: Any, who: str) -> None:
-    listed = {n["E164PhoneNumber"] for n in everything(s.list_phone_numbers, "PhoneNumbers")}
+    listed = {n["E164PhoneNumber"] for n in every_item(s.list_phone_numbers, "PhoneNumbers")}
     assert not listed & {*w.pool, w.spare, w.deleted}
-    fails(lambda: s.list_phone_numbers(FilterName="VoiceConnectorId", FilterValue=w.connector))
-    fails(
-        lambda: s.list_phone_numbers(NextToken=w.tokens["ListPhoneNumbers"]),
-        "BadRequestException",
-    )
+    with refused(*NOT_FOUND, w.connector):
+        s.list_phone_numbers(FilterName="VoiceConnectorId", FilterValue=w.connector)
+    with refused(*BAD_TOKEN):
+        s.list_phone_numbers(NextToken=w.tokens["ListPhoneNumbers"])
 
 
 @case("CreatePhoneNumberOrder")
@@ -240,31 +227,28 @@ def _(w: World, s: Any, who: str) -> None:
 @case("GetPhoneNumberOrder")
 def _(w: World, s: Any, who: str) -> None:
     for order in w.orders:
-        fails(lambda order=order: s.get_phone_number_order(PhoneNumberOrderId=order))
+        with refused(*NOT_FOUND, order):
+            s.get_phone_number_order(PhoneNumberOrderId=order)
 
 
 @case("ListPhoneNumberOrders")
 def _(w: World, s: Any, who: str) -> None:
-    listed = everything(s.list_phone_number_orders, "PhoneNumberOrders")
+    listed = every_item(s.list_phone_number_orders, "PhoneNumberOrders")
     assert not {o["PhoneNumberOrderId"] for o in listed} & set(w.orders)
-    fails(
-        lambda: s.list_phone_number_orders(NextToken=w.tokens["ListPhoneNumberOrders"]),
-        "BadRequestException",
-    )
+    with refused(*BAD_TOKEN):
+        s.list_phone_number_orders(NextToken=w.tokens["ListPhoneNumberOrders"])
 
 
 @case("SearchAvailablePhoneNumbers")
 def _(w: World, s: Any, who: str) -> None:
-    offered = everything(
+    offered = every_item(
         s.search_available_phone_numbers, "E164PhoneNumbers", Country="US", AreaCode=AREA_CODE
     )
     assert offered and not set(offered) & {*w.pool, w.spare, w.deleted}
-    fails(
-        lambda: s.search_available_phone_numbers(
+    with refused(*BAD_TOKEN):
+        s.search_available_phone_numbers(
             Country="US", NextToken=w.tokens["SearchAvailablePhoneNumbers"]
-        ),
-        "BadRequestException",
-    )
+        )
 
 
 @case("ListSupportedPhoneNumberCountries")
@@ -277,11 +261,10 @@ def _(w: World, s: Any, who: str) -> None:
 
 @case("AssociatePhoneNumbersWithVoiceConnector")
 def _(w: World, s: Any, who: str) -> None:
-    fails(
-        lambda: s.associate_phone_numbers_with_voice_connector(
+    with refused(*NOT_FOUND, w.empty_connector):
+        s.associate_phone_numbers_with_voice_connector(
             VoiceConnectorId=w.empty_connector, E164PhoneNumbers=w.pool
         )
-    )
     # The owner's numbers onto the stranger's own connector, even forced: per-number errors.
     errors = s.associate_phone_numbers_with_voice_connector(
         VoiceConnectorId=own_connector(who, s),
@@ -294,11 +277,10 @@ def _(w: World, s: Any, who: str) -> None:
 
 @case("DisassociatePhoneNumbersFromVoiceConnector")
 def _(w: World, s: Any, who: str) -> None:
-    fails(
-        lambda: s.disassociate_phone_numbers_from_voice_connector(
+    with refused(*NOT_FOUND, w.connector):
+        s.disassociate_phone_numbers_from_voice_connector(
             VoiceConnectorId=w.connector, E164PhoneNumbers=w.pool
         )
-    )
     errors = s.disassociate_phone_numbers_from_voice_connector(
         VoiceConnectorId=own_connector(who, s), E164PhoneNumbers=w.pool
     )["PhoneNumberErrors"]
@@ -308,35 +290,35 @@ def _(w: World, s: Any, who: str) -> None:
 @case("PutVoiceConnectorProxy")
 def _(w: World, s: Any, who: str) -> None:
     for connector in (w.connector, w.empty_connector):
-        fails(
-            lambda connector=connector: s.put_voice_connector_proxy(
+        with refused(*NOT_FOUND, connector):
+            s.put_voice_connector_proxy(
                 VoiceConnectorId=connector,
                 DefaultSessionExpiryMinutes=1,
                 PhoneNumberPoolCountries=["GB"],
                 Disabled=True,
             )
-        )
 
 
 @case("GetVoiceConnectorProxy")
 def _(w: World, s: Any, who: str) -> None:
-    fails(lambda: s.get_voice_connector_proxy(VoiceConnectorId=w.connector))
+    with refused(*NOT_FOUND, w.connector):
+        s.get_voice_connector_proxy(VoiceConnectorId=w.connector)
 
 
 @case("DeleteVoiceConnectorProxy")
 def _(w: World, s: Any, who: str) -> None:
-    fails(lambda: s.delete_voice_connector_proxy(VoiceConnectorId=w.connector))
+    with refused(*NOT_FOUND, w.connector):
+        s.delete_voice_connector_proxy(VoiceConnectorId=w.connector)
 
 
 @case("CreateProxySession")
 def _(w: World, s: Any, who: str) -> None:
-    fails(
-        lambda: s.create_proxy_session(
+    with refused(*NOT_FOUND, w.connector):
+        s.create_proxy_session(
             VoiceConnectorId=w.connector,
             ParticipantPhoneNumbers=["+13035550121", "+13035550122"],
             Capabilities=["Voice"],
         )
-    )
 
 
 def _session_targets(w: World, s: Any, who: str) -> list[tuple[str, str]]:
@@ -348,42 +330,37 @@ def _session_targets(w: World, s: Any, who: str) -> list[tuple[str, str]]:
 @case("GetProxySession")
 def _(w: World, s: Any, who: str) -> None:
     for connector, session in _session_targets(w, s, who):
-        fails(
-            lambda c=connector, p=session: s.get_proxy_session(VoiceConnectorId=c, ProxySessionId=p)
-        )
+        with refused(*NOT_FOUND):
+            s.get_proxy_session(VoiceConnectorId=connector, ProxySessionId=session)
 
 
 @case("UpdateProxySession")
 def _(w: World, s: Any, who: str) -> None:
     for connector, session in _session_targets(w, s, who):
-        fails(
-            lambda c=connector, p=session: s.update_proxy_session(
-                VoiceConnectorId=c, ProxySessionId=p, Capabilities=["Voice"], ExpiryMinutes=1
+        with refused(*NOT_FOUND):
+            s.update_proxy_session(
+                VoiceConnectorId=connector,
+                ProxySessionId=session,
+                Capabilities=["Voice"],
+                ExpiryMinutes=1,
             )
-        )
 
 
 @case("DeleteProxySession")
 def _(w: World, s: Any, who: str) -> None:
     for connector, session in _session_targets(w, s, who):
-        fails(
-            lambda c=connector, p=session: s.delete_proxy_session(
-                VoiceConnectorId=c, ProxySessionId=p
-            )
-        )
+        with refused(*NOT_FOUND):
+            s.delete_proxy_session(VoiceConnectorId=connector, ProxySessionId=session)
 
 
 @case("ListProxySessions")
 def _(w: World, s: Any, who: str) -> None:
-    fails(lambda: s.list_proxy_sessions(VoiceConnectorId=w.connector))
+    with refused(*NOT_FOUND, w.connector):
+        s.list_proxy_sessions(VoiceConnectorId=w.connector)
     own = own_connector(who, s)
     assert s.list_proxy_sessions(VoiceConnectorId=own)["ProxySessions"] == []
-    fails(
-        lambda: s.list_proxy_sessions(
-            VoiceConnectorId=own, NextToken=w.tokens["ListProxySessions"]
-        ),
-        "BadRequestException",
-    )
+    with refused(*BAD_TOKEN):
+        s.list_proxy_sessions(VoiceConnectorId=own, NextToken=w.tokens["ListProxySessions"])
 
 
 load_operations()

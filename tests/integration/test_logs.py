@@ -16,12 +16,11 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
 
 from chimeproxy.logs import REDACTED, JsonFormatter, redact
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import make_client, start_strict_server
-from tests.integration.helpers import order_numbers
+from tests.conftest import start_strict_server
+from tests.integration.helpers import assert_refused, client_for, order_numbers, refused
 
 KEY, SECRET, ACCOUNT = "AKIDLOGS000000000001", "s3cr3t-never-logged/abc+XYZ", "666666666666"
 PARTICIPANTS = ("+14155550123", "+16175550124")
@@ -53,7 +52,7 @@ def signed(
 def test_a_flow_and_bad_requests_leave_no_number_or_secret_in_the_log(
     logged: ChimeProxyServer,
 ) -> None:
-    client = make_client(logged.url, aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+    client = client_for(logged, (KEY, SECRET, ACCOUNT))
     request_ids: list[str] = []
     messages: list[str] = []
 
@@ -89,50 +88,44 @@ def test_a_flow_and_bad_requests_leave_no_number_or_secret_in_the_log(
     client.update_phone_number(PhoneNumberId=pool[0], CallingName="Rides Inc")
 
     # Bad requests through boto3: each carries a number somewhere.
-    bad_calls = [
-        lambda: client.get_phone_number(PhoneNumberId=PARTICIPANTS[0]),
-        lambda: client.delete_phone_number(PhoneNumberId=PARTICIPANTS[1].lstrip("+")),
-        lambda: client.create_proxy_session(
-            VoiceConnectorId=connector,
-            ParticipantPhoneNumbers=[PARTICIPANTS[0], PARTICIPANTS[0]],
-            Capabilities=["Voice"],
-        ),
-        lambda: client.create_proxy_session(
-            VoiceConnectorId=connector,
-            ParticipantPhoneNumbers=[PARTICIPANTS[0], pool[1]],
-            Capabilities=["Voice"],
-        ),
-        lambda: client.create_proxy_session(
-            VoiceConnectorId=connector,
-            ParticipantPhoneNumbers=[PARTICIPANTS[0], "+1617555012x"],
-            Capabilities=["Voice"],
-        ),
-        lambda: client.disassociate_phone_numbers_from_voice_connector(
+    with refused(404, "NotFoundException"):
+        client.get_phone_number(PhoneNumberId=PARTICIPANTS[0])
+    with refused(404, "NotFoundException"):
+        client.delete_phone_number(PhoneNumberId=PARTICIPANTS[1].lstrip("+"))
+    for pair in (
+        [PARTICIPANTS[0], PARTICIPANTS[0]],
+        [PARTICIPANTS[0], pool[1]],
+        [PARTICIPANTS[0], "+1617555012x"],
+    ):
+        with refused(400, "BadRequestException", "ParticipantPhoneNumbers"):
+            client.create_proxy_session(
+                VoiceConnectorId=connector, ParticipantPhoneNumbers=pair, Capabilities=["Voice"]
+            )
+    with refused(404, "NotFoundException", "nosuchconnector0000000"):
+        client.disassociate_phone_numbers_from_voice_connector(
             VoiceConnectorId="nosuchconnector0000000", E164PhoneNumbers=list(PARTICIPANTS)
-        ),
-    ]
-    for call in bad_calls:
-        with pytest.raises(ClientError):
-            call()
+        )
 
     # Bad requests boto3 would not send.
     number_path = f"/phone-numbers/%2B{PARTICIPANTS[0][1:]}"
     raw = [
-        signed(logged, "GET", number_path + "/extra"),
-        signed(logged, "GET", f"/phone-numbers/{PARTICIPANTS[0][1:]}/x/y"),
-        signed(logged, "GET", number_path, secret="wrong"),
-        signed(logged, "POST", f"/voice-connectors/{connector}/proxy-sessions",
-               b'{"ParticipantPhoneNumbers": ["' + PARTICIPANTS[0].encode() + b'", }'),
-        signed(logged, "POST", f"/voice-connectors/{connector}/proxy-sessions",
-               b'{"ParticipantPhoneNumbers": ["' + PARTICIPANTS[0].encode() + b'"], '
-               b'"ParticipantPhoneNumbers": []}'),
-        httpx.get(f"{logged.url}{number_path}"),
-        httpx.get(f"{logged.url}/_chimeproxy{number_path}"),
+        (signed(logged, "GET", number_path + "/extra"), 404, "UnknownOperationException"),
+        (signed(logged, "GET", f"/phone-numbers/{PARTICIPANTS[0][1:]}/x/y"), 404,
+         "UnknownOperationException"),
+        (signed(logged, "GET", number_path, secret="wrong"), 403, "InvalidSignatureException"),
+        (signed(logged, "POST", f"/voice-connectors/{connector}/proxy-sessions",
+                b'{"ParticipantPhoneNumbers": ["' + PARTICIPANTS[0].encode() + b'", }'),
+         400, "BadRequestException"),
+        (signed(logged, "POST", f"/voice-connectors/{connector}/proxy-sessions",
+                b'{"ParticipantPhoneNumbers": ["' + PARTICIPANTS[0].encode() + b'"], '
+                b'"ParticipantPhoneNumbers": []}'),
+         400, "BadRequestException"),
+        (httpx.get(f"{logged.url}{number_path}"), 403, "MissingAuthenticationTokenException"),
+        (httpx.get(f"{logged.url}/_chimeproxy{number_path}"), 404, "UnknownOperationException"),
     ]  # fmt: skip
-    for answer in raw:
-        assert 400 <= answer.status_code < 500, answer.text
+    for answer, status, error_type in raw:
+        messages.append(assert_refused(answer, status, error_type).message)
         request_ids.append(answer.headers["x-amzn-requestid"])
-        messages.append(answer.json()["Message"])
 
     log = logged.log()
     numbers = [*PARTICIPANTS, *pool, "+15105550199"]
@@ -156,8 +149,8 @@ def test_a_flow_and_bad_requests_leave_no_number_or_secret_in_the_log(
 
 def test_unknown_path_messages_show_the_path_redacted(logged: ChimeProxyServer) -> None:
     answer = signed(logged, "GET", "/phone-numbers/%2B14155550123/extra")
-    assert answer.headers["x-amzn-errortype"] == "UnknownOperationException"
-    assert answer.json()["Message"] == f"No operation matches GET /phone-numbers/{REDACTED}/extra."
+    refusal = assert_refused(answer, 404, "UnknownOperationException")
+    assert refusal.message == f"No operation matches GET /phone-numbers/{REDACTED}/extra."
 
 
 # The formatter itself, in process.

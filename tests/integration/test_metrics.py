@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chimeproxy.testing import ChimeProxyServer, drop_test_database
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import person, proxy_connector
+from tests.integration.helpers import assert_refused, person, proxy_connector, refused
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -57,16 +57,15 @@ def test_metrics_show_requests_sessions_and_a_pool_running_dry(
             ParticipantPhoneNumbers=[hub, person()],
             Capabilities=["Voice"],
         )
-    with pytest.raises(client.exceptions.BadRequestException, match="exhausted"):
+    with refused(400, "BadRequestException", "pool is exhausted"):
         client.create_proxy_session(
             VoiceConnectorId=connector_id,
             ParticipantPhoneNumbers=[hub, person()],
             Capabilities=["Voice"],
         )
-    with pytest.raises(client.exceptions.NotFoundException):
-        client.get_proxy_session(
-            VoiceConnectorId=connector_id, ProxySessionId="00000000-0000-4000-8000-000000000000"
-        )
+    unknown = "00000000-0000-4000-8000-000000000000"
+    with refused(404, "NotFoundException", unknown):
+        client.get_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=unknown)
     httpx.get(f"{server.url}/_chimeproxy/health")  # internal endpoints are not API requests
 
     found = scrape(server.url)
@@ -109,7 +108,7 @@ def test_workers_add_up_their_counters_in_every_scrape(tmp_path: Path) -> None:
         for _ in range(requests):
             # A new connection each time, so the kernel may hand it to either worker.
             answer = httpx.get(f"{server.url}/voice-connectors/unknown000000000000000")
-            assert answer.status_code == 404
+            assert_refused(answer, 404, "NotFoundException", "unknown000000000000000")
         for _ in range(6):
             found = scrape(server.url)
             assert (

@@ -12,56 +12,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from chimeproxy.testing import (
-    ChimeProxyServer,
-    create_postgres_database,
-    drop_test_database,
-    postgres_unavailable,
+from chimeproxy.testing import ChimeProxyServer
+from tests.integration.helpers import (
+    all_sessions,
+    assert_client_error,
+    person,
+    postgres_database,
+    proxy_connector,
+    proxy_number,
+    racing_client,
 )
-from tests.conftest import IN_CI
-from tests.integration.helpers import person, proxy_connector
 
 CALLERS = 50
 POOL = 10
-
-
-_SESSION = boto3.session.Session()
-
-
-def new_client(url: str) -> Any:
-    """A client of its own (own connection pool), made on this thread before the race starts:
-    clients are thread-safe, but creating them from one session is not."""
-    return _SESSION.client(
-        "chime-sdk-voice",
-        region_name="us-east-1",
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key="secret",
-        endpoint_url=url,
-        config=Config(retries={"max_attempts": 1}, max_pool_connections=2),
-    )
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A PostgreSQL database of our own, whatever backend the pass runs on; skips locally when
-    none is reachable, fails in CI."""
-    if reason := postgres_unavailable():
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI: {reason}")
-        pytest.skip(reason)
-    url = create_postgres_database()
-    try:
-        yield url
-    finally:
-        drop_test_database(url)
 
 
 @pytest.fixture(
@@ -96,7 +65,7 @@ def race(
     url: str, calls: list[Callable[[Any], dict[str, Any]]]
 ) -> tuple[list[dict[str, Any]], list[Any]]:
     """Run each call on its own client, all released at once; (sessions, errors)."""
-    clients = [new_client(url) for _ in calls]
+    clients = [racing_client(url) for _ in calls]
     start = threading.Barrier(len(calls))
 
     def run(index: int) -> tuple[str, Any]:
@@ -115,33 +84,15 @@ def race(
     return sessions, errors
 
 
-def proxy_number(session: dict[str, Any]) -> str:
-    numbers = {p["ProxyPhoneNumber"] for p in session["Participants"]}
-    assert len(numbers) == 1
-    return numbers.pop()
-
-
-def listed(client: Any, connector_id: str, **filters: Any) -> list[dict[str, Any]]:
-    sessions: list[dict[str, Any]] = []
-    token = None
-    while True:
-        page = client.list_proxy_sessions(
-            VoiceConnectorId=connector_id, **filters, **({"NextToken": token} if token else {})
-        )
-        sessions += page["ProxySessions"]
-        token = page.get("NextToken")
-        if not token:
-            return sessions
-
-
 def assert_exhausted(errors: list[Any]) -> None:
     for error in errors:
-        message = error.response["Error"]["Message"]
-        assert "pool is exhausted for these participants" in message, message
+        assert_client_error(
+            error, 400, "BadRequestException", "pool is exhausted for these participants"
+        )
 
 
 def test_one_participant_fifty_partners_pool_of_ten(busy_server: ChimeProxyServer) -> None:
-    client = new_client(busy_server.url)
+    client = racing_client(busy_server.url)
     connector_id, numbers = proxy_connector(client, pool=POOL)
     a = person()
     partners = [person() for _ in range(CALLERS)]
@@ -161,16 +112,16 @@ def test_one_participant_fifty_partners_pool_of_ten(busy_server: ChimeProxyServe
     assert sorted(given) == sorted(numbers)  # each number exactly once
     assert all(s["Participants"][0]["PhoneNumber"] == a for s in sessions)
 
-    on_server = listed(client, connector_id)
+    on_server = all_sessions(client, connector_id)
     assert sorted(s["ProxySessionId"] for s in on_server) == sorted(
         s["ProxySessionId"] for s in sessions
     )
-    assert len(listed(client, connector_id, Status="Open")) == POOL
+    assert len(all_sessions(client, connector_id, Status="Open")) == POOL
     assert sorted(proxy_number(s) for s in on_server) == sorted(numbers)
 
 
 def test_one_pair_twenty_times_pool_of_ten(busy_server: ChimeProxyServer) -> None:
-    client = new_client(busy_server.url)
+    client = racing_client(busy_server.url)
     connector_id, numbers = proxy_connector(client, pool=POOL)
     a, b = person(), person()
 
@@ -188,7 +139,7 @@ def test_one_pair_twenty_times_pool_of_ten(busy_server: ChimeProxyServer) -> Non
 
 def test_crossing_pairs_keep_the_invariant(busy_server: ChimeProxyServer) -> None:
     """Six people, every pair at once, pool of three: no person twice on one number."""
-    client = new_client(busy_server.url)
+    client = racing_client(busy_server.url)
     connector_id, _ = proxy_connector(client, pool=3)
     people = [person() for _ in range(6)]
     pairs = list(itertools.combinations(people, 2)) * 2
@@ -210,7 +161,7 @@ def test_crossing_pairs_keep_the_invariant(busy_server: ChimeProxyServer) -> Non
     # Every person has at most one session per number, so at most three sessions.
     for someone in people:
         assert sum(someone == r[0] for r in routes) <= 3
-    assert len(listed(client, connector_id)) == len(sessions)
+    assert len(all_sessions(client, connector_id)) == len(sessions)
 
 
 def test_paging_while_others_create_skips_and_repeats_nothing(
@@ -218,7 +169,7 @@ def test_paging_while_others_create_skips_and_repeats_nothing(
 ) -> None:
     """Sessions created concurrently sort after the reader's position, so every session that
     was acknowledged before the reader's last page appears exactly once, in order."""
-    reader = new_client(busy_server.url)
+    reader = racing_client(busy_server.url)
     connector_id, _ = proxy_connector(reader, pool=1)
     for _ in range(10):
         reader.create_proxy_session(
@@ -228,9 +179,9 @@ def test_paging_while_others_create_skips_and_repeats_nothing(
         )
     acknowledged: list[tuple[float, str]] = []
     done = threading.Event()
+    writing = [racing_client(busy_server.url) for _ in range(4)]
 
-    def create_many() -> None:
-        client = new_client(busy_server.url)
+    def create_many(client: Any) -> None:
         while not done.is_set():
             created = client.create_proxy_session(
                 VoiceConnectorId=connector_id,
@@ -239,7 +190,7 @@ def test_paging_while_others_create_skips_and_repeats_nothing(
             )["ProxySession"]
             acknowledged.append((time.monotonic(), created["ProxySessionId"]))
 
-    writers = [threading.Thread(target=create_many) for _ in range(4)]
+    writers = [threading.Thread(target=create_many, args=(client,)) for client in writing]
     for writer in writers:
         writer.start()
     try:

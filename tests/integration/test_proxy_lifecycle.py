@@ -18,7 +18,14 @@ import pytest
 
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import person, proxy_connector
+from tests.integration.helpers import (
+    assert_refused,
+    create_session,
+    person,
+    proxy_connector,
+    proxy_number,
+    refused,
+)
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 MINUTE_MS = 60_000
@@ -46,19 +53,6 @@ def get(server: ChimeProxyServer, connector_id: str, session_id: str) -> dict[st
     return answer.json()["ProxySession"]
 
 
-def create(client: Any, connector_id: str, a: str, b: str, **extra: Any) -> dict[str, Any]:
-    extra.setdefault("Capabilities", ["Voice"])
-    return client.create_proxy_session(
-        VoiceConnectorId=connector_id, ParticipantPhoneNumbers=[a, b], **extra
-    )["ProxySession"]
-
-
-def proxy_number(session: dict[str, Any]) -> str:
-    numbers = {p["ProxyPhoneNumber"] for p in session["Participants"]}
-    assert len(numbers) == 1
-    return numbers.pop()
-
-
 def listed(client: Any, connector_id: str, status: str | None = None) -> list[str]:
     """The ids a (single-page) listing returns."""
     options = {"Status": status} if status else {}
@@ -72,7 +66,7 @@ def test_expiry_closes_at_created_plus_expiry_exactly(
 ) -> None:
     connector_id, numbers = proxy_connector(client, pool=1)
     a, b = person(), person()
-    session = create(client, connector_id, a, b, ExpiryMinutes=1)
+    session = create_session(client, connector_id, a, b, ExpiryMinutes=1)
     session_id = session["ProxySessionId"]
     created = to_ms(get(server, connector_id, session_id)["CreatedTimestamp"])
     assert get(server, connector_id, session_id)["Status"] == "Open"
@@ -95,29 +89,31 @@ def test_expiry_closes_at_created_plus_expiry_exactly(
     server.advance(3600)
     assert to_ms(get(server, connector_id, session_id)["EndedTimestamp"]) == created + MINUTE_MS
 
-    with pytest.raises(client.exceptions.BadRequestException, match="Closed"):
+    before = get(server, connector_id, session_id)
+    with refused(400, "BadRequestException", session_id, "is Closed and cannot change"):
         client.update_proxy_session(
             VoiceConnectorId=connector_id, ProxySessionId=session_id, Capabilities=["Voice"]
         )
-    with pytest.raises(client.exceptions.BadRequestException):
+    with refused(400, "BadRequestException", session_id, "is Closed and cannot change"):
         client.update_proxy_session(
             VoiceConnectorId=connector_id,
             ProxySessionId=session_id,
             Capabilities=["Voice"],
             ExpiryMinutes=720,
         )
-    assert get(server, connector_id, session_id)["Status"] == "Closed"
+    assert get(server, connector_id, session_id) == before
+    assert before["Status"] == "Closed"
 
     # The only number is free again for the same participant, and for the same pair.
-    again = create(client, connector_id, a, person())
+    again = create_session(client, connector_id, a, person())
     assert proxy_number(again) == numbers[0]
-    pair = create(client, connector_id, b, person())
+    pair = create_session(client, connector_id, b, person())
     assert proxy_number(pair) == numbers[0]
 
 
 def test_default_expiry_comes_from_the_configuration(server: ChimeProxyServer, client: Any) -> None:
     connector_id, _ = proxy_connector(client, pool=1, expiry=2)
-    session = create(client, connector_id, person(), person())
+    session = create_session(client, connector_id, person(), person())
     session_id = session["ProxySessionId"]
     created = to_ms(get(server, connector_id, session_id)["CreatedTimestamp"])
     assert "ExpiryMinutes" not in session  # not sent, so null, though 2 applies
@@ -133,24 +129,26 @@ def test_default_expiry_comes_from_the_configuration(server: ChimeProxyServer, c
 def test_stickiness_survives_expiry(server: ChimeProxyServer, client: Any) -> None:
     connector_id, _ = proxy_connector(client, pool=3)
     a, b = person(), person()
-    first = create(client, connector_id, a, b, ExpiryMinutes=1)
+    first = create_session(client, connector_id, a, b, ExpiryMinutes=1)
     server.advance(61)
-    again = create(client, connector_id, b, a)
+    again = create_session(client, connector_id, b, a)
     assert proxy_number(again) == proxy_number(first)
 
 
 def test_delete_configuration_after_sessions_expired(server: ChimeProxyServer, client: Any) -> None:
     connector_id, _ = proxy_connector(client, pool=2)
-    create(client, connector_id, person(), person(), ExpiryMinutes=1)
-    create(client, connector_id, person(), person(), ExpiryMinutes=2)
-    with pytest.raises(client.exceptions.BadRequestException):
+    create_session(client, connector_id, person(), person(), ExpiryMinutes=1)
+    create_session(client, connector_id, person(), person(), ExpiryMinutes=2)
+    proxy = client.get_voice_connector_proxy(VoiceConnectorId=connector_id)["Proxy"]
+    with refused(400, "BadRequestException", "Open or InProgress sessions"):
         client.delete_voice_connector_proxy(VoiceConnectorId=connector_id)
     server.advance(61)
-    with pytest.raises(client.exceptions.BadRequestException):
+    with refused(400, "BadRequestException", "Open or InProgress sessions"):
         client.delete_voice_connector_proxy(VoiceConnectorId=connector_id)
+    assert client.get_voice_connector_proxy(VoiceConnectorId=connector_id)["Proxy"] == proxy
     server.advance(60)
     client.delete_voice_connector_proxy(VoiceConnectorId=connector_id)
-    with pytest.raises(client.exceptions.NotFoundException):
+    with refused(404, "NotFoundException", "has no proxy configuration"):
         client.get_voice_connector_proxy(VoiceConnectorId=connector_id)
 
 
@@ -158,7 +156,7 @@ def test_update_moves_updated_timestamp_and_counts_expiry_from_creation(
     server: ChimeProxyServer, client: Any
 ) -> None:
     connector_id, _ = proxy_connector(client, pool=1)
-    session = create(client, connector_id, person(), person(), ExpiryMinutes=10)
+    session = create_session(client, connector_id, person(), person(), ExpiryMinutes=10)
     session_id = session["ProxySessionId"]
     created = to_ms(get(server, connector_id, session_id)["CreatedTimestamp"])
 
@@ -191,7 +189,7 @@ def test_update_to_an_expiry_already_past_closes_at_the_update(
 ) -> None:
     connector_id, numbers = proxy_connector(client, pool=1)
     a = person()
-    session = create(client, connector_id, a, person(), ExpiryMinutes=10)
+    session = create_session(client, connector_id, a, person(), ExpiryMinutes=10)
     session_id = session["ProxySessionId"]
     created = to_ms(get(server, connector_id, session_id)["CreatedTimestamp"])
     before = server.advance(3 * 60)
@@ -215,22 +213,24 @@ def test_update_to_an_expiry_already_past_closes_at_the_update(
     # Later reads keep the update instant; the number is free again for the participant.
     server.advance(600)
     assert to_ms(get(server, connector_id, session_id)["EndedTimestamp"]) == ended
-    assert proxy_number(create(client, connector_id, a, person())) == numbers[0]
-    with pytest.raises(client.exceptions.BadRequestException):
+    assert proxy_number(create_session(client, connector_id, a, person())) == numbers[0]
+    with refused(400, "BadRequestException", session_id, "is Closed and cannot change"):
         client.update_proxy_session(
             VoiceConnectorId=connector_id, ProxySessionId=session_id, Capabilities=["SMS"]
         )
+    assert get(server, connector_id, session_id) == closed
 
 
 def test_delete_of_a_closed_session(server: ChimeProxyServer, client: Any) -> None:
     connector_id, _ = proxy_connector(client, pool=1)
-    session = create(client, connector_id, person(), person(), ExpiryMinutes=1)
+    session = create_session(client, connector_id, person(), person(), ExpiryMinutes=1)
     server.advance(61)
     client.delete_proxy_session(
         VoiceConnectorId=connector_id, ProxySessionId=session["ProxySessionId"]
     )
     assert listed(client, connector_id, "Closed") == []
-    assert wire_session(server, connector_id, session["ProxySessionId"]).status_code == 404
+    answer = wire_session(server, connector_id, session["ProxySessionId"])
+    assert_refused(answer, 404, "NotFoundException", session["ProxySessionId"])
 
 
 # Retention: a server of its own, so that a day can pass.
@@ -262,9 +262,13 @@ def test_closed_sessions_are_kept_for_the_retention_period(
     server = retention_server
     client = make_client(server.url)
     connector_id, _ = proxy_connector(client, pool=2)
-    expired = create(client, connector_id, person(), person(), ExpiryMinutes=1)["ProxySessionId"]
-    updated = create(client, connector_id, person(), person(), ExpiryMinutes=10)["ProxySessionId"]
-    longest = create(client, connector_id, person(), person(), ExpiryMinutes=720)
+    expired = create_session(client, connector_id, person(), person(), ExpiryMinutes=1)[
+        "ProxySessionId"
+    ]
+    updated = create_session(client, connector_id, person(), person(), ExpiryMinutes=10)[
+        "ProxySessionId"
+    ]
+    longest = create_session(client, connector_id, person(), person(), ExpiryMinutes=720)
     created = to_ms(get(server, connector_id, expired)["CreatedTimestamp"])
     longest_created = to_ms(
         get(server, connector_id, longest["ProxySessionId"])["CreatedTimestamp"]
@@ -296,8 +300,8 @@ def test_closed_sessions_are_kept_for_the_retention_period(
     # Past it: the expired one is gone, the one closed later by its update is not yet.
     now = server.advance(3)
     _settle()
-    assert wire_session(server, connector_id, expired).status_code == 404
-    with pytest.raises(client.exceptions.NotFoundException):
+    assert_refused(wire_session(server, connector_id, expired), 404, "NotFoundException", expired)
+    with refused(404, "NotFoundException", expired):
         client.get_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=expired)
     assert set(listed(client, connector_id, "Closed")) == {updated, longest_id}
     assert set(listed(client, connector_id)) == {updated, longest_id}
@@ -305,7 +309,7 @@ def test_closed_sessions_are_kept_for_the_retention_period(
 
     server.advance((updated_end + DAY_MS - now) / 1000 + 1)
     _settle()
-    assert wire_session(server, connector_id, updated).status_code == 404
+    assert_refused(wire_session(server, connector_id, updated), 404, "NotFoundException", updated)
     # The 720-minute session ended half a day after creation and is still retained.
     assert listed(client, connector_id, "Closed") == [longest_id]
     assert listed(client, connector_id) == [longest_id]

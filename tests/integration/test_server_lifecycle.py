@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from chimeproxy.testing import ChimeProxyServer, free_port
 from tests.conftest import database_url, make_client
+from tests.integration.helpers import refused
 
 
 def test_environment_variables_configure_the_server(tmp_path: Path) -> None:
@@ -30,12 +30,14 @@ def test_environment_variables_configure_the_server(tmp_path: Path) -> None:
         client = make_client(server.url)
         connector = client.create_voice_connector(Name="env", RequireEncryption=False)
         connector_id = connector["VoiceConnector"]["VoiceConnectorId"]
-        with pytest.raises(client.exceptions.BadRequestException, match="between 1 and 5"):
+        with refused(400, "BadRequestException", "between 1 and 5"):
             client.put_voice_connector_proxy(
                 VoiceConnectorId=connector_id,
                 DefaultSessionExpiryMinutes=6,
                 PhoneNumberPoolCountries=["US"],
             )
+        with refused(404, "NotFoundException", "has no proxy configuration"):
+            client.get_voice_connector_proxy(VoiceConnectorId=connector_id)
     finally:
         server.stop()
 

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -25,97 +22,10 @@ from cryptography.x509.oid import NameOID
 from chimeproxy.dataplane.sms import keyword
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import person, proxy_connector
+from tests.integration.helpers import assert_refused, interactions, new_session, person
+from tests.integration.stubs import Recorder
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:chimeproxy-inbound-sms"
-
-
-# A stand-in for the outside world: records every request, serves files, answers POSTs.
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    status: int  # what the recorder answered
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-class Recorder:
-    """A local HTTP server that records requests; GETs are served from `files`, POSTs answered
-    from `replies` (after `failures[path]` answers of 500)."""
-
-    def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self.files: dict[str, bytes] = {}
-        self.replies: dict[str, bytes] = {}
-        self.failures: dict[str, int] = {}
-        self.lock = threading.Lock()
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                content = recorder.files.get(self.path.partition("?")[0])
-                status = 200 if content is not None else 404
-                recorder._record(self, b"", status)
-                self._answer(status, content or b"")
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                path = self.path.partition("?")[0]
-                with recorder.lock:
-                    failing = recorder.failures.get(path, 0)
-                    if failing:
-                        recorder.failures[path] = failing - 1
-                recorder._record(self, body, 500 if failing else 200)
-                self._answer(500 if failing else 200, recorder.replies.get(path, b"{}"))
-
-            def _answer(self, status: int, content: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def _record(self, handler: BaseHTTPRequestHandler, body: bytes, status: int) -> None:
-        headers = {k.lower(): v for k, v in handler.headers.items()}
-        with self.lock:
-            self.requests.append(Recorded(handler.command, handler.path, headers, body, status))
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def received(self, path: str, method: str = "POST") -> list[Recorded]:
-        with self.lock:
-            return [
-                r for r in self.requests if r.method == method and r.path.partition("?")[0] == path
-            ]
-
-    def wait_for(self, predicate: Any, timeout: float = 20.0) -> list[Recorded]:
-        """Requests, once `predicate(requests)` holds (for deliveries made in the background)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.lock:
-                requests = list(self.requests)
-            if predicate(requests) or time.monotonic() > deadline:
-                return requests
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # SNS messages signed the way SNS signs them, with a local key and certificate.
@@ -185,13 +95,6 @@ def make_key_and_certificate() -> tuple[rsa.RSAPrivateKey, bytes]:
 
 
 @pytest.fixture(scope="module")
-def recorder() -> Iterator[Recorder]:
-    running = Recorder()
-    yield running
-    running.close()
-
-
-@pytest.fixture(scope="module")
 def signer(recorder: Recorder) -> Signer:
     key, pem = make_key_and_certificate()
     recorder.files["/SimpleNotificationService-test.pem"] = pem
@@ -200,9 +103,10 @@ def signer(recorder: Recorder) -> Signer:
 
 
 @pytest.fixture(scope="module")
-def sms_server(
+def server(
     tmp_path_factory: pytest.TempPathFactory, recorder: Recorder
 ) -> Iterator[ChimeProxyServer]:
+    """The module's server relays SMS to the recorder's /sms and trusts its SNS certificate."""
     directory = tmp_path_factory.mktemp("sms")
     running = ChimeProxyServer(
         database=database_url(directory),
@@ -220,26 +124,6 @@ def sms_server(
     ).start()
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(sms_server: ChimeProxyServer) -> Any:
-    return make_client(sms_server.url)
-
-
-def session(
-    client: Any, capabilities: tuple[str, ...] = ("SMS",)
-) -> tuple[str, str, str, str, str]:
-    """(connector id, session id, a, b, proxy number) of a new session."""
-    connector_id, _ = proxy_connector(client, 1)
-    a, b = person(), person()
-    created = client.create_proxy_session(
-        VoiceConnectorId=connector_id,
-        ParticipantPhoneNumbers=[a, b],
-        Capabilities=list(capabilities),
-    )["ProxySession"]
-    p = created["Participants"][0]["ProxyPhoneNumber"]
-    return connector_id, created["ProxySessionId"], a, b, p
 
 
 def inbound(server: ChimeProxyServer, sender: str, to: str, body: str) -> httpx.Response:
@@ -266,48 +150,45 @@ def sent_to(recorder: Recorder, number: str, path: str = "/sms") -> list[dict[st
     return [r.json() for r in recorder.received(path) if r.json().get("to") == number]
 
 
-def interactions(server: ChimeProxyServer, connector_id: str, session_id: str) -> list[dict]:
-    answer = httpx.get(
-        f"{server.url}/_chimeproxy/voice-connectors/{connector_id}/proxy-sessions/{session_id}"
-        "/interactions",
-        timeout=10,
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.json()["Interactions"]
+def assert_sns_refused(answer: httpx.Response, status: int, fragment: str) -> None:
+    """The SNS webhook's refusal: `{"error": ...}` (SNS reads only the status; 4xx: no retry)."""
+    assert answer.status_code == status, answer.text
+    problem = answer.json()["error"]
+    assert answer.json() == {"error": problem} and fragment in problem, problem
 
 
 # The generic webhook.
 
 
 def test_a_message_from_a_reaches_b_from_p_and_back(
-    sms_server: ChimeProxyServer, client: Any, recorder: Recorder
+    server: ChimeProxyServer, client: Any, recorder: Recorder
 ) -> None:
-    connector_id, session_id, a, b, p = session(client)
-    answer = inbound(sms_server, a, p, "Your driver is outside")
+    connector_id, session_id, a, b, p = new_session(client, ("SMS",))
+    answer = inbound(server, a, p, "Your driver is outside")
     assert answer.status_code == 200, answer.text
     assert answer.json()["action"] == "connect"
     assert answer.json()["outcome"] == "sent"
     assert sent_to(recorder, b) == [{"from": p, "to": b, "body": "Your driver is outside"}]
 
-    assert inbound(sms_server, b, p, "Coming").json()["outcome"] == "sent"
+    assert inbound(server, b, p, "Coming").json()["outcome"] == "sent"
     assert sent_to(recorder, a) == [{"from": p, "to": a, "body": "Coming"}]
     status = client.get_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)
     assert status["ProxySession"]["Status"] == "InProgress"
-    recorded = interactions(sms_server, connector_id, session_id)
+    recorded = interactions(server.url, connector_id, session_id)
     assert [(i["Kind"], i["Direction"], i["Outcome"]) for i in recorded] == [
         ("sms", "a-to-b", "sent"),
         ("sms", "b-to-a", "sent"),
     ]
     # Bodies are not kept unless --store-message-bodies.
     assert [i["MessageBody"] for i in recorded] == [None, None]
-    assert "Your driver" not in sms_server.log()
+    assert "Your driver" not in server.log()
 
 
 def test_a_stranger_or_a_voice_only_session_is_not_relayed(
-    sms_server: ChimeProxyServer, client: Any, recorder: Recorder
+    server: ChimeProxyServer, client: Any, recorder: Recorder
 ) -> None:
-    _, _, a, b, p = session(client, ("Voice",))
-    stranger = inbound(sms_server, person(), p, "hello?")
+    _, _, a, b, p = new_session(client, ("Voice",))
+    stranger = inbound(server, person(), p, "hello?")
     assert stranger.status_code == 200
     assert stranger.json() == {
         "action": "reject",
@@ -316,30 +197,30 @@ def test_a_stranger_or_a_voice_only_session_is_not_relayed(
         "status": 403,
         "reason": stranger.json()["reason"],
     }
-    voice_only = inbound(sms_server, a, p, "hello")
+    voice_only = inbound(server, a, p, "hello")
     assert (voice_only.json()["action"], voice_only.json()["status"]) == ("reject", 488)
     assert sent_to(recorder, b) == []
 
 
 def test_a_provider_failure_answers_502_so_the_sender_retries(
-    sms_server: ChimeProxyServer, client: Any, recorder: Recorder
+    server: ChimeProxyServer, client: Any, recorder: Recorder
 ) -> None:
-    _, _, a, b, p = session(client)
+    _, _, a, b, p = new_session(client, ("SMS",))
     recorder.failures["/sms"] = 1
-    failed = inbound(sms_server, a, p, "one")
+    failed = inbound(server, a, p, "one")
     assert failed.status_code == 502
     assert failed.json()["outcome"] == "failed"
-    assert inbound(sms_server, a, p, "one").json()["outcome"] == "sent"
+    assert inbound(server, a, p, "one").json()["outcome"] == "sent"
     assert [m["body"] for m in sent_to(recorder, b)] == ["one", "one"]  # the refused one, then
 
 
-def test_the_generic_webhook_refuses_a_malformed_body(sms_server: ChimeProxyServer) -> None:
+def test_the_generic_webhook_refuses_a_malformed_body(server: ChimeProxyServer) -> None:
     for body in (
         {"from": "+12065550100", "to": "+12065550101"},
         {"from": 1, "to": "x", "body": ""},
     ):
-        answer = httpx.post(f"{sms_server.url}/_chimeproxy/sms/inbound", json=body, timeout=10)
-        assert answer.status_code == 400
+        answer = httpx.post(f"{server.url}/_chimeproxy/sms/inbound", json=body, timeout=10)
+        assert_refused(answer, 400, "BadRequestException", "from, to and body must be strings")
 
 
 # Keywords.
@@ -372,30 +253,30 @@ def test_keywords_are_whole_messages(body: str, expected: str | None) -> None:
 
 
 def test_stop_is_not_relayed_and_holds_back_messages_until_start(
-    sms_server: ChimeProxyServer, client: Any, recorder: Recorder
+    server: ChimeProxyServer, client: Any, recorder: Recorder
 ) -> None:
-    connector_id, session_id, a, b, p = session(client)
-    stop = inbound(sms_server, a, p, "STOP")
+    connector_id, session_id, a, b, p = new_session(client, ("SMS",))
+    stop = inbound(server, a, p, "STOP")
     assert (stop.status_code, stop.json()["outcome"]) == (200, "opted-out")
     assert sent_to(recorder, b) == []
 
-    held = inbound(sms_server, b, p, "are you there?")
+    held = inbound(server, b, p, "are you there?")
     assert held.json()["outcome"] == "recipient-opted-out"
     assert sent_to(recorder, a) == []
 
-    assert inbound(sms_server, a, p, "help").json()["outcome"] == "help"
-    assert inbound(sms_server, a, p, "Start").json()["outcome"] == "opted-in"
-    assert inbound(sms_server, b, p, "hello again").json()["outcome"] == "sent"
+    assert inbound(server, a, p, "help").json()["outcome"] == "help"
+    assert inbound(server, a, p, "Start").json()["outcome"] == "opted-in"
+    assert inbound(server, b, p, "hello again").json()["outcome"] == "sent"
     assert [m["body"] for m in sent_to(recorder, a)] == ["hello again"]
     assert sent_to(recorder, b) == []
 
-    outcomes = [i["Outcome"] for i in interactions(sms_server, connector_id, session_id)]
+    outcomes = [i["Outcome"] for i in interactions(server.url, connector_id, session_id)]
     assert outcomes == ["opted-out", "recipient-opted-out", "help", "opted-in", "sent"]
 
 
-def test_keywords_do_not_start_the_session(sms_server: ChimeProxyServer, client: Any) -> None:
-    connector_id, session_id, a, _, p = session(client)
-    inbound(sms_server, a, p, "HELP")
+def test_keywords_do_not_start_the_session(server: ChimeProxyServer, client: Any) -> None:
+    connector_id, session_id, a, _, p = new_session(client, ("SMS",))
+    inbound(server, a, p, "HELP")
     status = client.get_proxy_session(VoiceConnectorId=connector_id, ProxySessionId=session_id)
     assert status["ProxySession"]["Status"] == "Open"
 
@@ -405,68 +286,86 @@ def test_keywords_do_not_start_the_session(sms_server: ChimeProxyServer, client:
 
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_an_sns_notification_is_relayed(
-    sms_server: ChimeProxyServer, client: Any, recorder: Recorder, signer: Signer, version: str
+    server: ChimeProxyServer, client: Any, recorder: Recorder, signer: Signer, version: str
 ) -> None:
-    _, _, a, b, p = session(client)
+    _, _, a, b, p = new_session(client, ("SMS",))
     message = signer.inbound_sms(a, p, f"via SNS v{version}")
     message = signer.sign({**message, "SignatureVersion": version})
-    answer = sns(sms_server, message)
+    answer = sns(server, message)
     assert answer.status_code == 200, answer.text
     assert answer.json()["outcome"] == "sent"
     assert sent_to(recorder, b) == [{"from": p, "to": b, "body": f"via SNS v{version}"}]
 
 
 def test_an_sns_notification_with_a_subject_is_relayed(
-    sms_server: ChimeProxyServer, client: Any, recorder: Recorder, signer: Signer
+    server: ChimeProxyServer, client: Any, recorder: Recorder, signer: Signer
 ) -> None:
-    _, _, a, b, p = session(client)
-    answer = sns(sms_server, signer.inbound_sms(a, p, "subject too", Subject="Inbound SMS"))
+    _, _, a, b, p = new_session(client, ("SMS",))
+    answer = sns(server, signer.inbound_sms(a, p, "subject too", Subject="Inbound SMS"))
     assert answer.status_code == 200, answer.text
     assert [m["body"] for m in sent_to(recorder, b)] == ["subject too"]
 
 
 def test_a_redelivered_sns_message_is_relayed_once(
-    sms_server: ChimeProxyServer, client: Any, recorder: Recorder, signer: Signer
+    server: ChimeProxyServer, client: Any, recorder: Recorder, signer: Signer
 ) -> None:
-    _, _, a, b, p = session(client)
+    _, _, a, b, p = new_session(client, ("SMS",))
     message = signer.inbound_sms(a, p, "only once")
-    assert sns(sms_server, message).json()["outcome"] == "sent"
-    assert sns(sms_server, message).json() == {"duplicate": True}
+    assert sns(server, message).json()["outcome"] == "sent"
+    assert sns(server, message).json() == {"duplicate": True}
     assert len(sent_to(recorder, b)) == 1
 
 
 def test_forged_sns_messages_are_refused(
-    sms_server: ChimeProxyServer, client: Any, recorder: Recorder, signer: Signer
+    server: ChimeProxyServer, client: Any, recorder: Recorder, signer: Signer
 ) -> None:
-    _, _, a, b, p = session(client)
+    _, _, a, b, p = new_session(client, ("SMS",))
     genuine = signer.inbound_sms(a, p, "genuine")
     tampered = {**genuine, "Message": genuine["Message"].replace("genuine", "forged!")}
     other_key = Signer(make_key_and_certificate()[0], signer.certificate_url)
+    not_valid = "signature is not valid"
+    not_sns_certificate = "SigningCertURL is not an SNS certificate URL"
     forgeries = {
-        "tampered": tampered,
-        "other key": other_key.inbound_sms(a, p, "forged"),
-        "no signature": {k: v for k, v in genuine.items() if k != "Signature"},
-        "garbage signature": {**genuine, "Signature": "not base64!"},
-        "unknown version": signer.sign({**genuine, "SignatureVersion": "3"}),
-        "other topic": signer.sign({**genuine, "TopicArn": TOPIC + "-nope"}),
-        "untrusted cert host": signer.sign(
-            {**genuine, "SigningCertURL": "https://sns.us-east-1.amazonaws.com.example.net/c.pem"}
+        "tampered": (tampered, not_valid),
+        "other key": (other_key.inbound_sms(a, p, "forged"), not_valid),
+        "no signature": ({k: v for k, v in genuine.items() if k != "Signature"}, not_valid),
+        "garbage signature": ({**genuine, "Signature": "not base64!"}, "not base64"),
+        "unknown version": (
+            signer.sign({**genuine, "SignatureVersion": "3"}),
+            "unsupported SNS SignatureVersion",
         ),
-        "cert over http": signer.sign(
-            {**genuine, "SigningCertURL": "http://sns.us-east-1.amazonaws.com/c.pem"}
+        "other topic": (
+            signer.sign({**genuine, "TopicArn": TOPIC + "-nope"}),
+            "topic is not allowed",
+        ),
+        "untrusted cert host": (
+            signer.sign(
+                {
+                    **genuine,
+                    "SigningCertURL": "https://sns.us-east-1.amazonaws.com.example.net/c.pem",
+                }
+            ),
+            not_sns_certificate,
+        ),
+        "cert over http": (
+            signer.sign({**genuine, "SigningCertURL": "http://sns.us-east-1.amazonaws.com/c.pem"}),
+            not_sns_certificate,
         ),
     }
-    for name, message in forgeries.items():
-        answer = sns(sms_server, message)
-        assert answer.status_code == 403, name
+    for message, fragment in forgeries.values():
+        assert_sns_refused(sns(server, message), 403, fragment)
     assert sent_to(recorder, b) == []
-    for body in (b"not json", b"[]", b'{"Type": "Notification"}'):
-        answer = httpx.post(f"{sms_server.url}/_chimeproxy/sms/sns", content=body, timeout=10)
-        assert answer.status_code in (400, 403), body
+    for body, status, fragment in (
+        (b"not json", 400, "not an SNS message (JSON)"),
+        (b"[]", 400, "not an SNS message"),
+        (b'{"Type": "Notification"}', 403, "topic is not allowed"),
+    ):
+        answer = httpx.post(f"{server.url}/_chimeproxy/sms/sns", content=body, timeout=10)
+        assert_sns_refused(answer, status, fragment)
 
 
 def test_an_sns_subscription_is_confirmed(
-    sms_server: ChimeProxyServer, recorder: Recorder, signer: Signer
+    server: ChimeProxyServer, recorder: Recorder, signer: Signer
 ) -> None:
     token = uuid.uuid4().hex
     message = signer.message(
@@ -475,14 +374,14 @@ def test_an_sns_subscription_is_confirmed(
         Token=token,
         SubscribeURL=f"{recorder.url}/confirm?Action=ConfirmSubscription&Token={token}",
     )
-    answer = sns(sms_server, message)
+    answer = sns(server, message)
     assert answer.status_code == 200, answer.text
     visits = [r.path for r in recorder.received("/confirm", "GET")]
     assert f"/confirm?Action=ConfirmSubscription&Token={token}" in visits
 
 
 def test_an_sns_subscription_elsewhere_is_not_followed(
-    sms_server: ChimeProxyServer, recorder: Recorder, signer: Signer
+    server: ChimeProxyServer, recorder: Recorder, signer: Signer
 ) -> None:
     message = signer.message(
         "SubscriptionConfirmation",
@@ -490,11 +389,11 @@ def test_an_sns_subscription_elsewhere_is_not_followed(
         Token="t",
         SubscribeURL="http://169.254.169.254/latest/meta-data/",
     )
-    assert sns(sms_server, message).status_code == 403
+    assert_sns_refused(sns(server, message), 403, "SubscribeURL is not an SNS URL")
 
 
 def test_an_sns_unsubscribe_confirmation_is_acknowledged(
-    sms_server: ChimeProxyServer, recorder: Recorder, signer: Signer
+    server: ChimeProxyServer, recorder: Recorder, signer: Signer
 ) -> None:
     message = signer.message(
         "UnsubscribeConfirmation",
@@ -502,7 +401,7 @@ def test_an_sns_unsubscribe_confirmation_is_acknowledged(
         Token="t",
         SubscribeURL=f"{recorder.url}/confirm?Token=t",
     )
-    assert sns(sms_server, message).status_code == 200
+    assert sns(server, message).status_code == 200
 
 
 # AWS End User Messaging as the outbound provider (a stub endpoint records the API call).
@@ -540,7 +439,7 @@ def test_aws_end_user_messaging_sends_from_p_to_b(
     aws_server: ChimeProxyServer, recorder: Recorder
 ) -> None:
     client = make_client(aws_server.url)
-    connector_id, session_id, a, b, p = session(client)
+    connector_id, session_id, a, b, p = new_session(client, ("SMS",))
     answer = inbound(aws_server, a, p, "On my way")
     assert answer.status_code == 200, answer.text
     assert answer.json()["outcome"] == "sent"
@@ -557,7 +456,7 @@ def test_aws_end_user_messaging_sends_from_p_to_b(
     assert call["MessageType"] == "TRANSACTIONAL"
     assert "eu-west-1" in calls[0].headers["authorization"]
     # --store-message-bodies keeps them.
-    recorded = interactions(aws_server, connector_id, session_id)
+    recorded = interactions(aws_server.url, connector_id, session_id)
     assert [i["MessageBody"] for i in recorded] == ["On my way"]
 
 
@@ -565,7 +464,7 @@ def test_an_aws_refusal_is_a_failed_message(
     aws_server: ChimeProxyServer, recorder: Recorder
 ) -> None:
     client = make_client(aws_server.url)
-    _, _, a, _, p = session(client)
+    _, _, a, _, p = new_session(client, ("SMS",))
     recorder.failures["/"] = 10  # more than boto3's retries
     try:
         answer = inbound(aws_server, a, p, "lost")

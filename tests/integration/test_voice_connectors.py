@@ -3,7 +3,6 @@ accounts and regions, and persistence across a server restart."""
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,33 +12,20 @@ from typing import Any
 import orjson
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
-from tests.integration.helpers import make_connector, order_numbers
+from tests.integration.helpers import fresh_client, make_connector, order_numbers, refused
 
 ID_RE = re.compile(r"[a-z0-9]{22}")
 TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 OWNER = "111111111111"
 STRANGER = "222222222222"
-_accounts = itertools.count(300000000000)
-
-
-def fresh_client(server: ChimeProxyServer, region: str = "us-east-1") -> Any:
-    """A client for an account no other test uses, so listings hold only this test's items."""
-    return make_client(server.url, aws_access_key_id=str(next(_accounts)), region_name=region)
 
 
 def server_now(server: ChimeProxyServer) -> datetime:
     """The server's clock (which clock control may have moved ahead of ours)."""
     return datetime.fromtimestamp(server.advance(0) / 1000, UTC)
-
-
-def error_of(info: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
-    """HTTP status and error type (`x-amzn-ErrorType`) of a boto3 ClientError."""
-    response = info.value.response
-    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
 
 
 def create_connectors(client: Any, count: int, prefix: str = "listed") -> list[str]:
@@ -159,9 +145,8 @@ def test_wire_body_has_every_member_sorted_with_millisecond_timestamps(client: A
 
 
 def test_get_unknown_connector_is_not_found(client: Any) -> None:
-    with pytest.raises(client.exceptions.NotFoundException) as info:
+    with refused(404, "NotFoundException", "a" * 22):
         client.get_voice_connector(VoiceConnectorId="a" * 22)
-    assert error_of(info) == (404, "NotFoundException")
 
 
 def test_error_body_carries_the_model_error_code(client: Any) -> None:
@@ -173,7 +158,7 @@ def test_error_body_carries_the_model_error_code(client: Any) -> None:
     event = "after-call.chime-sdk-voice.DeleteVoiceConnector"
     client.meta.events.register(event, capture)
     try:
-        with pytest.raises(client.exceptions.NotFoundException):
+        with refused(404, "NotFoundException", "c" * 22):
             client.delete_voice_connector(VoiceConnectorId="c" * 22)
     finally:
         client.meta.events.unregister(event, capture)
@@ -182,9 +167,11 @@ def test_error_body_carries_the_model_error_code(client: Any) -> None:
     assert "c" * 22 in body["Message"]
 
 
-def test_invalid_name_is_a_bad_request(client: Any) -> None:
-    with pytest.raises(client.exceptions.BadRequestException):
-        client.create_voice_connector(Name="no/slashes", RequireEncryption=False)
+def test_invalid_name_is_a_bad_request(server: ChimeProxyServer) -> None:
+    caller = fresh_client(server)
+    with refused(400, "BadRequestException", "Name", "pattern"):
+        caller.create_voice_connector(Name="no/slashes", RequireEncryption=False)
+    assert caller.list_voice_connectors()["VoiceConnectors"] == []
 
 
 # List.
@@ -235,9 +222,8 @@ def test_forged_next_token_is_a_bad_request(server: ChimeProxyServer) -> None:
     token = caller.list_voice_connectors(MaxResults=1)["NextToken"]
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     for forged in ("not-a-token", tampered, "eyJhIjoxfQ", "A" * 3000):
-        with pytest.raises(caller.exceptions.BadRequestException) as info:
+        with refused(400, "BadRequestException", "NextToken"):
             caller.list_voice_connectors(MaxResults=1, NextToken=forged)
-        assert error_of(info) == (400, "BadRequestException")
 
 
 def test_next_token_of_another_listing_or_account_is_a_bad_request(
@@ -247,9 +233,9 @@ def test_next_token_of_another_listing_or_account_is_a_bad_request(
     for _ in range(2):
         make_connector(caller)
     token = caller.list_voice_connectors(MaxResults=1)["NextToken"]
-    with pytest.raises(caller.exceptions.BadRequestException):
+    with refused(400, "BadRequestException", "NextToken"):
         caller.list_phone_number_orders(NextToken=token)
-    with pytest.raises(caller.exceptions.BadRequestException):
+    with refused(400, "BadRequestException", "NextToken"):
         fresh_client(server).list_voice_connectors(NextToken=token)
 
 
@@ -258,9 +244,8 @@ def test_max_results_out_of_range_is_a_bad_request(server: ChimeProxyServer, siz
     unchecked = make_client(
         server.url, config=Config(parameter_validation=False, retries={"max_attempts": 1})
     )
-    with pytest.raises(unchecked.exceptions.BadRequestException) as info:
+    with refused(400, "BadRequestException", "MaxResults"):
         unchecked.list_voice_connectors(MaxResults=size)
-    assert "MaxResults" in info.value.response["Error"]["Message"]
 
 
 # Update.
@@ -286,11 +271,13 @@ def test_update_changes_name_and_encryption_and_moves_updated_timestamp(
     assert client.get_voice_connector(VoiceConnectorId=connector_id)["VoiceConnector"] == updated
 
 
-def test_update_unknown_connector_is_not_found(client: Any) -> None:
-    with pytest.raises(client.exceptions.NotFoundException):
-        client.update_voice_connector(
+def test_update_unknown_connector_is_not_found(server: ChimeProxyServer) -> None:
+    caller = fresh_client(server)
+    with refused(404, "NotFoundException", "b" * 22):
+        caller.update_voice_connector(
             VoiceConnectorId="b" * 22, Name="nobody", RequireEncryption=False
         )
+    assert caller.list_voice_connectors()["VoiceConnectors"] == []
 
 
 # Delete.
@@ -302,11 +289,11 @@ def test_delete_answers_204_and_the_connector_is_gone(server: ChimeProxyServer) 
     doomed = make_connector(caller)
     answer = caller.delete_voice_connector(VoiceConnectorId=doomed)
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 204
-    with pytest.raises(caller.exceptions.NotFoundException):
+    with refused(404, "NotFoundException", doomed):
         caller.get_voice_connector(VoiceConnectorId=doomed)
-    with pytest.raises(caller.exceptions.NotFoundException):
+    with refused(404, "NotFoundException", doomed):
         caller.delete_voice_connector(VoiceConnectorId=doomed)
-    with pytest.raises(caller.exceptions.NotFoundException):
+    with refused(404, "NotFoundException", doomed):
         caller.update_voice_connector(VoiceConnectorId=doomed, Name="x", RequireEncryption=False)
     assert list_all(caller, 100)[0] == [keep]
 
@@ -321,16 +308,24 @@ def test_delete_with_numbers_associated_is_a_conflict(server: ChimeProxyServer) 
         )["PhoneNumberErrors"]
         == []
     )
-    with pytest.raises(caller.exceptions.ConflictException) as info:
+    connector = caller.get_voice_connector(VoiceConnectorId=connector_id)["VoiceConnector"]
+
+    def associated() -> list[str]:
+        listed = caller.list_phone_numbers(FilterName="VoiceConnectorId", FilterValue=connector_id)
+        return sorted(n["E164PhoneNumber"] for n in listed["PhoneNumbers"])
+
+    with refused(409, "ConflictException", "still has phone numbers associated"):
         caller.delete_voice_connector(VoiceConnectorId=connector_id)
-    assert error_of(info) == (409, "ConflictException")
-    assert caller.get_voice_connector(VoiceConnectorId=connector_id)["VoiceConnector"]
+    assert caller.get_voice_connector(VoiceConnectorId=connector_id)["VoiceConnector"] == connector
+    assert associated() == sorted(numbers)
 
     caller.disassociate_phone_numbers_from_voice_connector(
         VoiceConnectorId=connector_id, E164PhoneNumbers=numbers[:1]
     )
-    with pytest.raises(caller.exceptions.ConflictException):
+    with refused(409, "ConflictException", connector_id):
         caller.delete_voice_connector(VoiceConnectorId=connector_id)
+    assert caller.get_voice_connector(VoiceConnectorId=connector_id)["VoiceConnector"] == connector
+    assert associated() == numbers[1:]
 
     caller.disassociate_phone_numbers_from_voice_connector(
         VoiceConnectorId=connector_id, E164PhoneNumbers=numbers[1:]
@@ -374,7 +369,7 @@ def test_delete_removes_proxy_configuration_and_sessions(server: ChimeProxyServe
         )["PhoneNumberErrors"]
         == []
     )
-    with pytest.raises(caller.exceptions.NotFoundException):
+    with refused(404, "NotFoundException", successor):
         caller.get_voice_connector_proxy(VoiceConnectorId=successor)
 
 
@@ -396,36 +391,40 @@ def outsiders(server: ChimeProxyServer) -> Iterator[Any]:
 def test_connector_is_invisible_to_other_accounts_and_regions(
     server: ChimeProxyServer, owned_connector: str
 ) -> None:
+    owner = make_client(server.url, aws_access_key_id=OWNER, region_name="us-east-1")
+    before = owner.get_voice_connector(VoiceConnectorId=owned_connector)["VoiceConnector"]
     for outsider in outsiders(server):
-        with pytest.raises(outsider.exceptions.NotFoundException):
+        with refused(404, "NotFoundException", owned_connector):
             outsider.get_voice_connector(VoiceConnectorId=owned_connector)
-        with pytest.raises(outsider.exceptions.NotFoundException):
+        with refused(404, "NotFoundException", owned_connector):
             outsider.update_voice_connector(
                 VoiceConnectorId=owned_connector, Name="hijack", RequireEncryption=True
             )
-        with pytest.raises(outsider.exceptions.NotFoundException):
+        with refused(404, "NotFoundException", owned_connector):
             outsider.delete_voice_connector(VoiceConnectorId=owned_connector)
-        with pytest.raises(outsider.exceptions.NotFoundException):
+        with refused(404, "NotFoundException", owned_connector):
             outsider.put_voice_connector_proxy(
                 VoiceConnectorId=owned_connector,
                 DefaultSessionExpiryMinutes=5,
                 PhoneNumberPoolCountries=["US"],
             )
-        with pytest.raises(outsider.exceptions.NotFoundException):
+        with refused(404, "NotFoundException", owned_connector):
             outsider.associate_phone_numbers_with_voice_connector(
                 VoiceConnectorId=owned_connector, E164PhoneNumbers=["+12065550199"]
             )
-        with pytest.raises(outsider.exceptions.NotFoundException):
+        with refused(404, "NotFoundException", owned_connector):
             outsider.list_phone_numbers(FilterName="VoiceConnectorId", FilterValue=owned_connector)
         assert owned_connector not in list_all(outsider, 100)[0]
 
-    owner = make_client(server.url, aws_access_key_id=OWNER, region_name="us-east-1")
     connector = owner.get_voice_connector(VoiceConnectorId=owned_connector)["VoiceConnector"]
+    assert connector == before
     assert connector["Name"] == "owned by 111111111111"
     assert connector["RequireEncryption"] is False
     assert owned_connector in list_all(owner, 100)[0]
-    with pytest.raises(owner.exceptions.NotFoundException):
+    with refused(404, "NotFoundException", owned_connector):
         owner.get_voice_connector_proxy(VoiceConnectorId=owned_connector)
+    listed = owner.list_phone_numbers(FilterName="VoiceConnectorId", FilterValue=owned_connector)
+    assert listed["PhoneNumbers"] == []
 
 
 def test_default_account_is_used_for_non_numeric_keys(server: ChimeProxyServer) -> None:
@@ -475,7 +474,7 @@ def test_everything_survives_a_restart(own_server: ChimeProxyServer) -> None:
             after.get_voice_connector(VoiceConnectorId=connector_id)["VoiceConnector"] == connector
         )
     assert connectors[kept[0]]["Name"] == "renamed"
-    with pytest.raises(after.exceptions.NotFoundException):
+    with refused(404, "NotFoundException", deleted):
         after.get_voice_connector(VoiceConnectorId=deleted)
     assert list_all(after, 2)[0] == kept
     # A token issued before the restart still continues the listing.
@@ -489,5 +488,5 @@ def test_everything_survives_a_restart(own_server: ChimeProxyServer) -> None:
     # Numbers owned before the restart are still not offered to anyone.
     offered = after.search_available_phone_numbers(Country="US", AreaCode="312", MaxResults=100)
     assert not set(numbers) & set(offered["E164PhoneNumbers"])
-    with pytest.raises(after.exceptions.ConflictException):
+    with refused(409, "ConflictException", kept[1]):
         after.delete_voice_connector(VoiceConnectorId=kept[1])

@@ -157,3 +157,49 @@ def test_the_rules_catch_a_broken_import() -> None:
     phone = "chimeproxy.domain.phone"
     looped = {**EDGES, phone: {*EDGES[phone], "chimeproxy.domain.catalog"}}
     assert find_cycle(looped) is not None
+
+
+# The tests' own rule: what test modules share lives in tests/conftest.py and
+# tests/integration/helpers.py and stubs.py; a test module never imports another (which would
+# run the other's module code, fixtures and all, and tie the two together).
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def imported_test_modules(path: Path) -> set[str]:
+    """The test modules (`test_*`) a file imports."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in names if name.rpartition(".")[2].startswith("test_")}
+
+
+def test_no_test_module_imports_another() -> None:
+    modules = sorted(TESTS.rglob("test_*.py"))
+    assert len(modules) > 30
+    broken = {
+        str(path.relative_to(TESTS)): imported
+        for path in modules
+        if (imported := imported_test_modules(path))
+    }
+    assert broken == {}
+
+
+def test_the_test_rule_catches_an_import(tmp_path: Path) -> None:
+    module = tmp_path / "test_example.py"
+    module.write_text(
+        "from tests.integration.test_sms import Recorder\n"
+        "from tests.integration import helpers, test_events\n"
+        "import tests.unit.test_x\n"
+    )
+    assert imported_test_modules(module) == {
+        "tests.integration.test_sms",
+        "tests.integration.test_events",
+        "tests.unit.test_x",
+    }
