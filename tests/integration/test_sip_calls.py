@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import database_url, make_client, require_tool
+from tests.conftest import database_url, make_client
 from tests.integration.sip import (
     ROUTE_SECRET,
     Session,
@@ -39,26 +39,6 @@ from tests.integration.sip import (
     trace_times,
     uri_user,
 )
-
-
-@pytest.fixture(scope="module")
-def routing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
-    for tool in ("kamailio", "sipp", "rtpengine"):
-        require_tool(tool)
-    directory = tmp_path_factory.mktemp("routing")
-    running = ChimeProxyServer(
-        database=database_url(directory),
-        extra_args=["--clock-control"],
-        env={"CHIMEPROXY_ROUTE_SECRET": ROUTE_SECRET},
-        log_path=directory / "server.log",
-    ).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def voice(routing_server: ChimeProxyServer) -> Any:
-    return make_client(routing_server.url)
 
 
 @pytest.fixture

@@ -51,26 +51,6 @@ from tests.integration.sip import (
 
 
 @pytest.fixture(scope="module")
-def routing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
-    require_tool("kamailio")
-    require_tool("sipp")
-    directory = tmp_path_factory.mktemp("routing")
-    running = ChimeProxyServer(
-        database=database_url(directory),
-        extra_args=["--clock-control"],
-        env={"CHIMEPROXY_ROUTE_SECRET": ROUTE_SECRET},
-        log_path=directory / "server.log",
-    ).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def voice(routing_server: ChimeProxyServer) -> Any:
-    return make_client(routing_server.url)
-
-
-@pytest.fixture(scope="module")
 def edge(
     routing_server: ChimeProxyServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SipEdge]:

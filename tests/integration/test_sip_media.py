@@ -24,7 +24,7 @@ import pylibsrtp
 import pytest
 
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import database_url, make_client, require_tool
+from tests.conftest import require_tool
 from tests.integration.media import (
     MediaEndpoint,
     capture,
@@ -33,7 +33,6 @@ from tests.integration.media import (
     sdp_of,
 )
 from tests.integration.sip import (
-    ROUTE_SECRET,
     Session,
     SipEdge,
     assert_completed,
@@ -54,23 +53,9 @@ CALLER = "127.0.0.11"
 CALLEE = "127.0.0.12"
 
 
-@pytest.fixture(scope="module")
-def routing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
-    for tool in ("kamailio", "sipp", "rtpengine", "tcpdump", "nft"):
-        require_tool(tool)
-    directory = tmp_path_factory.mktemp("routing")
-    running = ChimeProxyServer(
-        database=database_url(directory),
-        env={"CHIMEPROXY_ROUTE_SECRET": ROUTE_SECRET},
-        log_path=directory / "server.log",
-    ).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def voice(routing_server: ChimeProxyServer) -> Any:
-    return make_client(routing_server.url)
+@pytest.fixture(scope="module", autouse=True)
+def media_tools() -> None:
+    require_tool("tcpdump")
 
 
 @pytest.fixture

@@ -20,11 +20,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import database_url, make_client, require_tool
+from tests.conftest import require_tool
 from tests.integration.certificates import TLS_CERT, TLS_KEY
 from tests.integration.sip import (
     GATEWAYS,
-    ROUTE_SECRET,
     STRANGER,
     SipEdge,
     assert_completed,
@@ -43,25 +42,6 @@ from tests.integration.sip import (
     trace_times,
     uri_user,
 )
-
-
-@pytest.fixture(scope="module")
-def routing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
-    require_tool("kamailio")
-    require_tool("sipp")
-    directory = tmp_path_factory.mktemp("routing")
-    running = ChimeProxyServer(
-        database=database_url(directory),
-        env={"CHIMEPROXY_ROUTE_SECRET": ROUTE_SECRET},
-        log_path=directory / "server.log",
-    ).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def voice(routing_server: ChimeProxyServer) -> Any:
-    return make_client(routing_server.url)
 
 
 def routed(server: ChimeProxyServer) -> float:
