@@ -38,6 +38,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen[Any], sig: int, timeout: float) -> int:
+    """Signals `process` to stop, kills it if it has not within `timeout` s; its exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 @dataclass
 class ChimeProxyServer:
     """A chimeproxy server process: start it, talk to `url`, move its clock, stop it."""
@@ -97,14 +109,7 @@ class ChimeProxyServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        code = self.process.returncode
+        code = stop_process(self.process, sig, timeout)
         self.process = None
         return code
 

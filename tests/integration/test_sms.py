@@ -14,14 +14,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
 from chimeproxy.dataplane.sms import keyword
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
+from tests.integration.certificates import self_signed
 from tests.integration.helpers import assert_refused, interactions, new_session, person
 from tests.integration.stubs import Recorder
 
@@ -79,18 +78,7 @@ class Signer:
 
 def make_key_and_certificate() -> tuple[rsa.RSAPrivateKey, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    certificate = self_signed(key, "sns.amazonaws.com", days=1)
     return key, certificate.public_bytes(serialization.Encoding.PEM)
 
 

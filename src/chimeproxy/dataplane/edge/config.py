@@ -21,6 +21,7 @@ from chimeproxy.dataplane.edge.settings import (
     HostPort,
     Listen,
     credential,
+    service_headers,
 )
 
 TEMPLATE = Path(__file__).with_name("kamailio.cfg.in")
@@ -246,10 +247,14 @@ def render(settings: EdgeSettings, runtime: Runtime, template: str | None = None
     # The server rolls back work still running when the edge stops waiting (a little before
     # its own timeout, for the answer's way back), so a failed call is never recorded late.
     deadline_ms = settings.http_timeout * 1000 - DEADLINE_MARGIN_MS
-    headers = f"Content-Type: application/json\\r\\nX-Chimeproxy-Deadline-Ms: {deadline_ms}"
-    if settings.route_secret:
-        # http_client_query takes one header string; curl sends the CRLF-joined lines as is.
-        headers += f"\\r\\nX-Chimeproxy-Route-Secret: {settings.route_secret}"
+    # http_client_query takes one header string; curl sends the CRLF-joined lines as is.
+    headers = "\\r\\n".join(
+        f"{name}: {value}"
+        for name, value in {
+            **service_headers(settings.route_secret),
+            "X-Chimeproxy-Deadline-Ms": str(deadline_ms),
+        }.items()
+    )
     tls = uses_tls(settings)
     for name, path in (
         ("runtime directory", runtime.directory),

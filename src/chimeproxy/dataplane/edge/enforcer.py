@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 
 from chimeproxy.dataplane.edge.rpc import KamailioRpc, RpcError
+from chimeproxy.dataplane.edge.settings import service_headers
 
 log = logging.getLogger("chimeproxy.sip_edge.calls")
 
@@ -27,9 +28,7 @@ class SessionEnforcer:
     def __init__(self, rpc: KamailioRpc, service_url: str, route_secret: str | None) -> None:
         self.rpc = rpc
         self.url = f"{service_url}/_chimeproxy/calls/check"
-        self.headers = {"Content-Type": "application/json"}
-        if route_secret:
-            self.headers["X-Chimeproxy-Route-Secret"] = route_secret
+        self.headers = service_headers(route_secret)
         self.ended = 0
         self._stopping = threading.Event()
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+from chimeproxy.dataplane.edge.programs import find_program
 
 SHM_MEGABYTES = 64  # shared memory: transactions and dialogs of a modest edge
 PKG_MEGABYTES = 8  # per-process memory: parsing, http_client bodies
@@ -20,13 +20,13 @@ class KamailioError(Exception):
 
 def find_kamailio(explicit: str | None) -> str:
     """The kamailio binary: the one given, else the one on PATH, else Debian's /usr/sbin."""
-    candidate = explicit or shutil.which("kamailio") or "/usr/sbin/kamailio"
-    if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
+    found = find_program(explicit, "kamailio", "/usr/sbin/kamailio")
+    if found is None:
         raise KamailioError(
-            f"kamailio not found ({candidate}); install the Debian packages kamailio, "
-            "kamailio-utils-modules and kamailio-extra-modules, or pass --kamailio PATH"
+            f"kamailio not found ({explicit or 'kamailio'}); install the Debian packages "
+            "kamailio, kamailio-utils-modules and kamailio-extra-modules, or pass --kamailio PATH"
         )
-    return candidate
+    return found
 
 
 def validate(kamailio: str, config: Path) -> None:

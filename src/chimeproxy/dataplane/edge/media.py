@@ -23,6 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from chimeproxy.dataplane.edge.programs import find_program
 from chimeproxy.dataplane.edge.settings import EdgeSettings, PortRange
 
 log = logging.getLogger("chimeproxy.sip_edge")
@@ -38,13 +39,14 @@ class MediaError(Exception):
 
 
 def find_rtpengine(explicit: str | None) -> str:
-    candidate = explicit or shutil.which("rtpengine") or "/usr/bin/rtpengine"
-    if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
+    """The rtpengine binary: the one given, else the one on PATH, else Debian's /usr/bin."""
+    found = find_program(explicit, "rtpengine", "/usr/bin/rtpengine")
+    if found is None:
         raise MediaError(
-            f"rtpengine not found ({candidate}); install the Debian package rtpengine-daemon, "
+            f"rtpengine not found ({explicit or 'rtpengine'}); install the Debian package rtpengine-daemon, "
             "pass --rtpengine-binary PATH, or --rtpengine HOST:PORT for one you run yourself"
         )
-    return candidate
+    return found
 
 
 def media_address(settings: EdgeSettings) -> str:

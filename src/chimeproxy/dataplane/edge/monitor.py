@@ -123,30 +123,26 @@ class _EdgeCollector(Collector):
         for name, reason in REFUSED.items():
             refused.add_metric([reason], script.get(name, 0))
         yield refused
-        untrusted = CounterMetricFamily(
+        yield _counter(
             "chimeproxy_edge_untrusted_requests",
             "Requests from outside the trunk, refused without routing.",
+            script.get("untrusted_rejected", 0),
         )
-        untrusted.add_metric([], script.get("untrusted_rejected", 0))
-        yield untrusted
-        blocked = CounterMetricFamily(
+        yield _counter(
             "chimeproxy_edge_blocked_sources",
             "Sources blocked for flooding.",
+            script.get("flood_blocked", 0),
         )
-        blocked.add_metric([], script.get("flood_blocked", 0))
-        yield blocked
-        dropped = CounterMetricFamily(
+        yield _counter(
             "chimeproxy_edge_blocked_requests",
             "Requests dropped because their source was blocked.",
+            script.get("flood_dropped", 0),
         )
-        dropped.add_metric([], script.get("flood_dropped", 0))
-        yield dropped
-        failovers = CounterMetricFamily(
+        yield _counter(
             "chimeproxy_edge_gateway_failovers",
             "Calls moved to the next gateway because one did not answer or failed.",
+            script.get("gateway_failovers", 0),
         )
-        failovers.add_metric([], script.get("gateway_failovers", 0))
-        yield failovers
         gateway_up = GaugeMetricFamily(
             "chimeproxy_edge_gateway_up",
             "1 while a gateway is in use, 0 while it is marked down (and probed).",
@@ -155,30 +151,28 @@ class _EdgeCollector(Collector):
         for gateway in gateways:
             gateway_up.add_metric([str(gateway["uri"])], 1 if "A" in gateway["flags"] else 0)
         yield gateway_up
-        active = GaugeMetricFamily("chimeproxy_edge_calls_active", "Calls in progress.")
-        active.add_metric([], dialogs.get("active_dialogs", 0))
-        yield active
+        yield _gauge(
+            "chimeproxy_edge_calls_active", "Calls in progress.", dialogs.get("active_dialogs", 0)
+        )
         yield from self._own()
 
     def _own(self) -> Iterable[Metric]:
-        restarts = CounterMetricFamily(
-            "chimeproxy_edge_kamailio_restarts", "Times the supervisor restarted Kamailio."
+        yield _counter(
+            "chimeproxy_edge_kamailio_restarts",
+            "Times the supervisor restarted Kamailio.",
+            self.state.restarts(),
         )
-        restarts.add_metric([], self.state.restarts())
-        yield restarts
-        ended = CounterMetricFamily(
+        yield _counter(
             "chimeproxy_edge_calls_ended",
             "Calls ended by the edge because their session closed or they ran too long.",
+            self.state.calls_ended(),
         )
-        ended.add_metric([], self.state.calls_ended())
-        yield ended
         yield from self._media()
-        delivered = CounterMetricFamily(
+        yield _counter(
             "chimeproxy_edge_reports_delivered",
             "End-of-call reports the routing service acknowledged.",
+            self.state.reports_delivered(),
         )
-        delivered.add_metric([], self.state.reports_delivered())
-        yield delivered
         pending = GaugeMetricFamily(
             "chimeproxy_edge_reports_pending",
             "End-of-call reports waiting for the routing service.",
@@ -194,30 +188,30 @@ class _EdgeCollector(Collector):
         if state.media_url is None:
             return
         samples = state.media_samples()
-        up = GaugeMetricFamily("chimeproxy_edge_media_up", "1 when rtpengine answers.")
-        up.add_metric([], 0 if samples is None else 1)
-        yield up
-        restarts = CounterMetricFamily(
-            "chimeproxy_edge_media_restarts", "Times the supervisor restarted rtpengine."
+        yield _gauge(
+            "chimeproxy_edge_media_up", "1 when rtpengine answers.", 0 if samples is None else 1
         )
-        restarts.add_metric([], state.media_restarts())
-        yield restarts
+        yield _counter(
+            "chimeproxy_edge_media_restarts",
+            "Times the supervisor restarted rtpengine.",
+            state.media_restarts(),
+        )
         if samples is not None:
-            sessions = GaugeMetricFamily(
-                "chimeproxy_edge_media_sessions", "Calls whose media rtpengine relays now."
+            yield _gauge(
+                "chimeproxy_edge_media_sessions",
+                "Calls whose media rtpengine relays now.",
+                samples["sessions"],
             )
-            sessions.add_metric([], samples["sessions"])
-            yield sessions
-            packets = CounterMetricFamily(
-                "chimeproxy_edge_media_packets", "Media packets rtpengine relayed."
+            yield _counter(
+                "chimeproxy_edge_media_packets",
+                "Media packets rtpengine relayed.",
+                samples["packets"],
             )
-            packets.add_metric([], samples["packets"])
-            yield packets
-            errors = CounterMetricFamily(
-                "chimeproxy_edge_media_errors", "Media packets rtpengine could not relay."
+            yield _counter(
+                "chimeproxy_edge_media_errors",
+                "Media packets rtpengine could not relay.",
+                samples["errors"],
             )
-            errors.add_metric([], samples["errors"])
-            yield errors
         if state.media_filtered is not None:
             filtered = CounterMetricFamily(
                 "chimeproxy_edge_media_filtered_packets",
@@ -246,6 +240,20 @@ class Monitor:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _counter(name: str, documentation: str, value: float) -> Metric:
+    """A counter with one sample and no labels."""
+    family = CounterMetricFamily(name, documentation)
+    family.add_metric([], value)
+    return family
+
+
+def _gauge(name: str, documentation: str, value: float) -> Metric:
+    """A gauge with one sample and no labels."""
+    family = GaugeMetricFamily(name, documentation)
+    family.add_metric([], value)
+    return family
 
 
 def _handler(state: EdgeState, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from chimeproxy.dataplane.edge.settings import service_headers
 from chimeproxy.httpclient import HttpError, post_blocking
 
 log = logging.getLogger("chimeproxy.sip_edge.reports")
@@ -29,9 +30,7 @@ class ReportDelivery:
     def __init__(self, database: Path, service_url: str, route_secret: str | None) -> None:
         self.database = database
         self.service_url = service_url
-        self.headers = {"Content-Type": "application/json"}
-        if route_secret:
-            self.headers["X-Chimeproxy-Route-Secret"] = route_secret
+        self.headers = service_headers(route_secret)
         self.delivered = 0
         self.failed_attempts = 0
         self._stopping = threading.Event()

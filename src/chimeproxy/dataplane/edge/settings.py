@@ -236,6 +236,14 @@ def file_path(value: str) -> str:
     return value
 
 
+def service_headers(route_secret: str | None) -> dict[str, str]:
+    """The headers of every JSON request the edge makes to the routing service."""
+    headers = {"Content-Type": "application/json"}
+    if route_secret:
+        headers["X-Chimeproxy-Route-Secret"] = route_secret
+    return headers
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeSettings:
     """Everything `chimeproxy sip-edge` is told."""
