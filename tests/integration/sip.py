@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chimeproxy.testing import ChimeProxyServer
+from chimeproxy.testing import ChimeProxyServer, stop_process
 from tests.conftest import require_tool
 from tests.integration.helpers import proxy_connector
 
@@ -41,17 +41,23 @@ GATEWAYS = "127.0.0.3"  # where the operator's gateways listen
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on `host` (listeners of several transports share it)."""
+    """A port free for both UDP and TCP on `host` (listeners of several transports share it),
+    whose next port is free for TCP too (an edge adds its TLS listener there)."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind((host, 0))
             port = sock.getsockname()[1]
-        with socket.socket() as tcp:
-            try:
-                tcp.bind((host, port))
-            except OSError:
-                continue
-        return port
+        if port < 65535 and all(tcp_port_free(host, candidate) for candidate in (port, port + 1)):
+            return port
+
+
+def tcp_port_free(host: str, port: int) -> bool:
+    with socket.socket() as tcp:
+        try:
+            tcp.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 _media_blocks = itertools.count()
@@ -239,14 +245,7 @@ class SipEdge:
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        code = self.process.returncode
+        code = stop_process(self.process, signal.SIGTERM, timeout)
         self.process = None
         # Should the command have been killed outright, its Kamailio would outlive it.
         with contextlib.suppress(OSError, ValueError):

@@ -139,14 +139,17 @@ def test_a_slow_routing_service_holds_up_no_call_in_progress(
                 )
         time.sleep(0.3)
         assert slow.routed < 30  # the routing questions are still out
-        # OPTIONS and the call's BYE are answered at once.
+        # OPTIONS and the call's BYE are answered without waiting for any routing answer (a
+        # third of one routing delay: far above a loaded machine's scheduling noise, far below
+        # what waiting behind the burst would take).
+        unblocked = slow.delay / 3
         rounds = [options_round_trip(edge.port) for _ in range(5)]
-        assert max(rounds) < 0.1, rounds
+        assert max(rounds) < unblocked, rounds
         assert_completed(edge, phone, gateway)
         assert slow.routed < 30  # the BYE came while the burst was still being routed
         bye_sent = trace_times(phone.trace, "BYE ")[0]
         bye_answered = trace_times(phone.trace, "SIP/2.0 200")[-1]
-        assert (bye_answered - bye_sent).total_seconds() < 0.1
+        assert (bye_answered - bye_sent).total_seconds() < unblocked
     finally:
         edge.stop()
         slow.close()
