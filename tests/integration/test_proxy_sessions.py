@@ -209,20 +209,21 @@ def test_create_answers_201_with_one_shared_proxy_number(client: Any) -> None:
     assert session["VoiceConnectorId"] == connector_id
     assert session["Capabilities"] == ["Voice"]
     assert session["CreatedTimestamp"] == session["UpdatedTimestamp"]
+    # Not sent, so the configuration's default: always the effective expiry.
+    assert session["ExpiryMinutes"] == 60
     uuid.UUID(session["ProxySessionId"])
     for member in (
         "Name",
         "NumberSelectionBehavior",
         "GeoMatchLevel",
         "GeoMatchParams",
-        "ExpiryMinutes",
         "EndedTimestamp",
     ):
         assert member not in session, member
 
-    # Reversed order is kept as given.
+    # Participants are answered by number, whatever order the request gave.
     other = create(client, connector_id, b, a)
-    assert [p["PhoneNumber"] for p in other["Participants"]] == [b, a]
+    assert [p["PhoneNumber"] for p in other["Participants"]] == sorted([a, b])
 
     fetched = client.get_proxy_session(
         VoiceConnectorId=connector_id, ProxySessionId=session["ProxySessionId"]
@@ -275,11 +276,17 @@ def test_least_recently_used_then_lowest_number(client: Any) -> None:
     assert given == [*by_value, by_value[0]]
 
 
-def test_capabilities_keep_the_order_given_without_duplicates(client: Any) -> None:
-    """docs/behaviour.md: Capabilities keep the order given, duplicates removed."""
+def test_capabilities_are_answered_sorted_without_duplicates(client: Any) -> None:
+    """docs/behaviour.md: Capabilities are answered sorted, duplicates removed."""
     connector_id, _ = proxy_connector(client, pool=1)
     session = create(client, connector_id, person(), person(), Capabilities=["Voice", "SMS"])
-    assert session["Capabilities"] == ["Voice", "SMS"]
+    assert session["Capabilities"] == ["SMS", "Voice"]
+    listed = list_all(client, connector_id)
+    assert [s["Capabilities"] for s in listed] == [["SMS", "Voice"]]
+    got = client.get_proxy_session(
+        VoiceConnectorId=connector_id, ProxySessionId=session["ProxySessionId"]
+    )["ProxySession"]
+    assert got["Capabilities"] == ["SMS", "Voice"]
     updated = client.update_proxy_session(
         VoiceConnectorId=connector_id,
         ProxySessionId=session["ProxySessionId"],
@@ -952,9 +959,10 @@ def test_get_proxy_session_wire_format(server: ChimeProxyServer, client: Any) ->
     assert _keys_sorted_everywhere(body)
     data = body["ProxySession"]
     assert set(data) == SESSION_MEMBERS
-    for member in ("EndedTimestamp", "ExpiryMinutes", "GeoMatchLevel", "GeoMatchParams", "Name"):
+    for member in ("EndedTimestamp", "GeoMatchLevel", "GeoMatchParams", "Name"):
         assert data[member] is None, member
     assert data["NumberSelectionBehavior"] is None
+    assert data["ExpiryMinutes"] == 60  # the configuration's default, as in the sample
     assert TIMESTAMP.match(data["CreatedTimestamp"]), data["CreatedTimestamp"]
     assert data["UpdatedTimestamp"] == data["CreatedTimestamp"]
 
@@ -963,7 +971,7 @@ def test_get_proxy_session_wire_format(server: ChimeProxyServer, client: Any) ->
     expected = (
         '{"ProxySession":{"Capabilities":["SMS","Voice"],'
         f'"CreatedTimestamp":"{data["CreatedTimestamp"]}","EndedTimestamp":null,'
-        '"ExpiryMinutes":null,"GeoMatchLevel":null,"GeoMatchParams":null,"Name":null,'
+        '"ExpiryMinutes":60,"GeoMatchLevel":null,"GeoMatchParams":null,"Name":null,'
         '"NumberSelectionBehavior":null,"Participants":['
         f'{{"PhoneNumber":"{a}","ProxyPhoneNumber":"{number}"}},'
         f'{{"PhoneNumber":"{b}","ProxyPhoneNumber":"{number}"}}],'
