@@ -559,6 +559,18 @@ def test_associate_unknown_number_reports_it(server: ChimeProxyServer, client: A
     assert connector_of(client, mine) == connector_id
 
 
+def test_an_empty_list_of_numbers_is_refused_as_ordering_one_is(client: Any) -> None:
+    connector_id = make_connector(client)
+    calls = (
+        lambda: client.create_phone_number_order(ProductType="VoiceConnector", E164PhoneNumbers=[]),
+        lambda: associate(client, connector_id, []),
+        lambda: disassociate(client, connector_id, []),
+    )
+    for call in calls:
+        with pytest.raises(client.exceptions.BadRequestException, match="E164PhoneNumbers"):
+            call()
+
+
 def test_associate_with_unknown_connector_is_not_found(client: Any) -> None:
     number = order_numbers(client, 1)[0]
     with pytest.raises(client.exceptions.NotFoundException):

@@ -148,6 +148,7 @@ def test_clock_endpoint_exists_only_with_clock_control(tmp_path: Path) -> None:
         answer = httpx.post(f"{plain.url}/_chimeproxy/clock", json={"advance_seconds": 5})
         assert answer.status_code == 404
         assert answer.headers["x-amzn-errortype"] == "UnknownOperationException"
+        assert "--clock-control" in answer.json()["Message"]  # names the flag that enables it
     finally:
         plain.stop()
 

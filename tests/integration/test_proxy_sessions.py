@@ -445,8 +445,9 @@ def test_geo_match_is_a_hard_requirement(client: Any, geo_pool: dict[str, Any]) 
             create(
                 client, connector_id, person(), person(), GeoMatchLevel=level, GeoMatchParams=params
             )
-    # A participant from 312 with AreaCode from the first participant: no such number either.
-    with bad_request(client, "exhausted"):
+    # A participant from 312 with AreaCode from the first participant: no such number either,
+    # and the message says where the area code came from.
+    with bad_request(client, "exhausted", "AreaCode US/312 (taken from the first participant"):
         create(client, connector_id, person("312"), person(), GeoMatchLevel="AreaCode")
 
     # Both 415 numbers busy for `a`: a third 415 session is refused though 206 numbers are free.
@@ -875,15 +876,42 @@ def test_create_rejects_bad_participants(client: Any) -> None:
     for pair in ([a, a], [a, a.lstrip("+")], [a.lstrip("+"), a]):
         with bad_request(client, "ParticipantPhoneNumbers"):
             create(client, connector_id, *pair)
+    # Which participant is the connector's own number is named, by its place (not its number).
     for own in (numbers[0], numbers[1].lstrip("+")):
-        with bad_request(client, "ParticipantPhoneNumbers"):
+        with bad_request(client, "second participant (ParticipantPhoneNumbers[1])", "voice") as e:
             create(client, connector_id, person(), own)
-        with bad_request(client, "ParticipantPhoneNumbers"):
+        assert "first" not in e.message and own.lstrip("+") not in e.message
+        with bad_request(client, "first participant (ParticipantPhoneNumbers[0])", "voice") as e:
             create(client, connector_id, own, person())
+        assert "second" not in e.message
+    with bad_request(client, "first participant", "and the second participant", "are phone"):
+        create(client, connector_id, numbers[1], numbers[0])
     for invalid in ("abc", "+0123456", "+1", "+12345678901234567", "+1 206 555 0100"):
         with bad_request(client, "ParticipantPhoneNumbers"):
             create(client, connector_id, person(), invalid)
+    # Valid E.164 syntax, but no number of its country (phonenumbers.is_valid_number): a US
+    # number sent without its +1 reads as Egypt's +20 and is refused, never taken as Egyptian.
+    for index, invalid in ((1, "2065550123"), (0, "+12065550"), (1, "+5215550100")):
+        pair = [person(), person()]
+        pair[index] = invalid
+        with bad_request(client, f"ParticipantPhoneNumbers[{index}]", "not a valid") as e:
+            create(client, connector_id, *pair)
+        assert invalid.lstrip("+") not in e.message
+    with bad_request(client, "+20 (EG)"):
+        create(client, connector_id, person(), "2065550123")
     assert list_all(client, connector_id) == []
+
+
+def test_pool_countries_must_be_countries(client: Any) -> None:
+    connector_id = make_connector(client)
+    with bad_request(client, "PhoneNumberPoolCountries", "XX is not"):
+        client.put_voice_connector_proxy(
+            VoiceConnectorId=connector_id,
+            DefaultSessionExpiryMinutes=60,
+            PhoneNumberPoolCountries=["US", "XX"],
+        )
+    with not_found(client):
+        client.get_voice_connector_proxy(VoiceConnectorId=connector_id)
 
 
 def test_create_rejects_bad_capabilities_and_expiry(client: Any) -> None:

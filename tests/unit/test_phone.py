@@ -220,3 +220,14 @@ def test_nanp_area_codes_returns_a_copy() -> None:
     codes = nanp_area_codes()
     codes["206"] = "XX"
     assert nanp_area_codes()["206"] == "US"
+
+
+def test_why_not_valid_names_the_calling_code_never_the_number() -> None:
+    from chimeproxy.domain.phone import why_not_valid
+
+    assert why_not_valid("+12065550150") is None
+    assert why_not_valid("+442079460123") is None
+    problem = why_not_valid("+2065550123")  # a US number sent without its 1
+    assert problem is not None
+    assert "+20 (EG)" in problem and "2065550123" not in problem
+    assert "+1 (US, " in (why_not_valid("+12065550") or "")

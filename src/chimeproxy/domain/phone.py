@@ -18,9 +18,11 @@ __all__ = [
     "NANP_TOLL_FREE_AREA_CODES",
     "InvalidPhoneNumber",
     "NumberFacts",
+    "is_country",
     "nanp_area_codes",
     "normalize_e164",
     "number_facts",
+    "why_not_valid",
 ]
 
 LOCAL = "Local"
@@ -79,6 +81,30 @@ def normalize_e164(raw: str) -> str:
             "is not a valid E.164 number: no known country calling code"
         ) from None
     return e164
+
+
+def is_country(code: str) -> bool:
+    """Whether `code` is an ISO 3166-1 alpha-2 country code phonenumbers has numbers for."""
+    return code in phonenumbers.SUPPORTED_REGIONS
+
+
+def why_not_valid(e164: str) -> str | None:
+    """None when phonenumbers takes the E.164 number as a valid number of its country, else what
+    is wrong, in words that never repeat the number (`normalize_e164` first)."""
+    number = phonenumbers.parse(e164, None)
+    if phonenumbers.is_valid_number(number):
+        return None
+    regions = [
+        region
+        for region in phonenumbers.region_codes_for_country_code(number.country_code)
+        if region != _NON_GEO_REGION
+    ]
+    shown = ", ".join(regions[:3]) + (", ..." if len(regions) > 3 else "")
+    where = f"country calling code +{number.country_code}" + (f" ({shown})" if shown else "")
+    return (
+        f"is not a valid phone number for {where}; give it in E.164 form, '+' then the "
+        "country calling code (+1 for the US and Canada), then the number"
+    )
 
 
 @cache

@@ -54,6 +54,17 @@ def e164_member(raw: str, member: str) -> str:
         raise BadRequestException(f"Invalid value for {member}: {exc}.") from exc
 
 
+def e164_members(values: Sequence[str], member: str) -> list[str]:
+    """A list member of phone numbers: each in E.164, duplicates removed (first kept), and at
+    least one (400 naming the member otherwise)."""
+    numbers = list(dict.fromkeys(e164_member(value, member) for value in values))
+    if not numbers:
+        raise BadRequestException(
+            f"Invalid value for {member}: must not be empty; give at least one phone number."
+        )
+    return numbers
+
+
 def require_connector(connection: Connection, context: Context, connector_id: str) -> RowMapping:
     row = voice_connectors.find(connection, context.account, context.region, connector_id)
     if row is None:
