@@ -33,6 +33,11 @@ def assert_error(response: httpx.Response, status: int, error_type: str, *fragme
     assert body["Code"] == error_type.removesuffix("Exception") or error_type in (
         "ThrottledClientException",
         "UnprocessableEntityException",
+        # authentication errors carry their type as Code (protocol/errors.py)
+        "MissingAuthenticationTokenException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
     )
     for fragment in fragments:
         assert fragment in body["Message"]
