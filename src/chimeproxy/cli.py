@@ -129,6 +129,7 @@ def serve(settings: Settings) -> int:
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 30,
+        "timeout_keep_alive": settings.keep_alive_timeout,
         "server_header": False,
     }
     if settings.workers > 1:

@@ -383,6 +383,14 @@ class Settings:
         help="largest request body in bytes (413 beyond)",
         parse=integer(1024, 1024**3),
     )
+    keep_alive_timeout: float = option(
+        75.0,
+        flag="--keep-alive-timeout",
+        env="CHIMEPROXY_KEEP_ALIVE_TIMEOUT",
+        help="seconds an idle keep-alive connection stays open between requests; keep it "
+        "above the idle time after which clients and load balancers still reuse a connection",
+        parse=number(1, 3600),
+    )
     workers: int = option(
         1,
         flag="--workers",
