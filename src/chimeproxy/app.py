@@ -76,7 +76,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class ChimeProxyApp:
     """The ASGI application; `services` is ready once the lifespan startup has run."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, announce: bool = True
+    ) -> None:
+        """`announce`: log the authentication mode (the command line does it once, first)."""
         load_operations()
         self.settings = settings
         clock = clock or Clock()
@@ -93,7 +96,9 @@ class ChimeProxyApp:
         self.metrics = Metrics()
         self.router = Router(service_model())
         self.serializer = OutputSerializer()
-        self.access = AccessControl(Authenticator.from_settings(settings), settings.route_secret)
+        self.access = AccessControl(
+            Authenticator.from_settings(settings, announce=announce), settings.route_secret
+        )
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self.dataplane = Dataplane(self.services)
         self.operations = {

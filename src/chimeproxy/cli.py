@@ -99,7 +99,7 @@ def create_app_from_env() -> Any:
     settings = Settings(**orjson.loads(os.environ[SETTINGS_ENV]))
     # A worker is a fresh interpreter (spawned): it logs as the parent does only if told to.
     logs.configure(settings.log_level)
-    return ChimeProxyApp(settings)
+    return ChimeProxyApp(settings, announce=False)  # the parent said it, first
 
 
 def serve(settings: Settings) -> int:
@@ -108,20 +108,19 @@ def serve(settings: Settings) -> int:
     from chimeproxy import logs
     from chimeproxy.app import ChimeProxyApp
     from chimeproxy.dataplane import providers
-    from chimeproxy.protocol.auth import choose_mode, load_credentials
+    from chimeproxy.protocol.auth import Authenticator
 
     logs.configure(settings.log_level)
-    try:
-        choose_mode(settings)
-        providers.from_settings(settings)
-        # Checked here too so that a bad file is one clear line, not a traceback.
-        if settings.credentials:
-            load_credentials(settings.credentials)
-    except ValueError as exc:
-        print(f"chimeproxy: {exc}", file=sys.stderr)
-        return 2
     if settings.clock_control and settings.workers > 1:
         print("chimeproxy: --clock-control needs a single process (--workers 1)", file=sys.stderr)
+        return 2
+    try:
+        providers.from_settings(settings)
+        # Checked here so that a bad credentials file is one clear line, not a traceback; and
+        # the log's first line says which authentication mode is active, in every mode.
+        Authenticator.from_settings(settings)
+    except ValueError as exc:
+        print(f"chimeproxy: {exc}", file=sys.stderr)
         return 2
     options: dict[str, Any] = {
         "host": settings.host,
@@ -151,7 +150,7 @@ def serve(settings: Settings) -> int:
                 **options,
             )
     else:
-        uvicorn.run(ChimeProxyApp(settings), **options)
+        uvicorn.run(ChimeProxyApp(settings, announce=False), **options)
     return 0
 
 

@@ -15,7 +15,10 @@ from typing import Any
 
 import orjson
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# Record attributes that are not structured fields; uvicorn adds `color_message`, a copy of
+# the message with terminal colour escapes, which has no place in a JSON line.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 REDACTED = "[redacted]"
 # E.164 with its '+' (raw or percent-encoded, as in a request path), or a bare run of 10 to 15
@@ -58,7 +61,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": redact(_ANSI_ESCAPE.sub("", record.getMessage())),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD:

@@ -8,6 +8,7 @@ import io
 import logging
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +21,8 @@ from botocore.exceptions import ClientError
 
 from chimeproxy.logs import REDACTED, JsonFormatter, redact
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import make_client, start_strict_server
+from tests.conftest import database_url, make_client, start_strict_server
+from tests.integration.faults import running
 from tests.integration.helpers import order_numbers
 
 KEY, SECRET, ACCOUNT = "AKIDLOGS000000000001", "s3cr3t-never-logged/abc+XYZ", "666666666666"
@@ -212,3 +214,34 @@ def test_formatter_redacts_messages_exceptions_and_extras() -> None:
 )
 def test_redact(text: str, shown: str) -> None:
     assert redact(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("workers", "strict"), [(1, False), (3, False), (1, True), (2, True)], ids=str
+)
+def test_every_line_is_plain_json_and_the_first_names_the_auth_mode(
+    tmp_path: Path, workers: int, strict: bool
+) -> None:
+    """uvicorn's lines carried `color_message` with terminal escapes, and with --workers its
+    own lines came before the authentication line the README promises first."""
+    extra = ["--workers", str(workers)]
+    if strict:
+        credentials = tmp_path / "credentials.csv"
+        credentials.write_text(f"access_key_id,secret_access_key,account_id\n{KEY},s,{ACCOUNT}\n")
+        credentials.chmod(0o644)  # readable by others: a warning, after the mode line
+        extra += ["--credentials", str(credentials)]
+    server = ChimeProxyServer(
+        database=database_url(tmp_path), extra_args=extra, log_path=tmp_path / "server.log"
+    )
+    with running(server):
+        make_client(
+            server.url, aws_access_key_id=KEY, aws_secret_access_key="s"
+        ).list_voice_connectors()
+    lines = [orjson.loads(line) for line in server.log().splitlines() if line.strip()]
+    mode = "strict SigV4 verification" if strict else "open (any caller, loopback only)"
+    assert lines[0]["message"] == f"authentication: {mode}", lines[:3]
+    assert sum(line["message"].startswith("authentication:") for line in lines) == 1
+    assert any("Uvicorn running" in line["message"] for line in lines)
+    for line in lines:
+        assert "color_message" not in line, line
+        assert "\x1b" not in orjson.dumps(line).decode(), line
