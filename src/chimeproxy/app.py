@@ -176,7 +176,14 @@ class ChimeProxyApp:
                 try:
                     await self.startup()
                 except Exception as exc:
-                    log.exception("startup failed")
+                    # The cause on the line itself (a database's own words, not "retry the
+                    # request"); a traceback only for what nobody foresaw.
+                    expected = isinstance(exc, DatabaseUnavailable | RuntimeError)
+                    cause = exc.detail if isinstance(exc, DatabaseUnavailable) else str(exc)
+                    log.error(
+                        f"start-up failed: {cause or type(exc).__name__}",
+                        exc_info=None if expected else exc,
+                    )
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -116,12 +118,19 @@ def serve(settings: Settings) -> int:
         return 2
     try:
         providers.from_settings(settings)
-        # Checked here so that a bad credentials file is one clear line, not a traceback; and
-        # the log's first line says which authentication mode is active, in every mode.
-        Authenticator.from_settings(settings)
+        # Checked here so that a bad credentials file is one clear line, not a traceback.
+        authenticator = Authenticator.from_settings(settings, announce=False)
     except ValueError as exc:
         print(f"chimeproxy: {exc}", file=sys.stderr)
         return 2
+    # What would otherwise fail later, inside uvicorn or a worker, with a traceback: one line
+    # naming the cause and the fix, before anything starts.
+    problem = _listening_problem(settings.host, settings.port) or _prepare_database(settings)
+    if problem:
+        print(f"chimeproxy: {problem}", file=sys.stderr)
+        return 1
+    # The log's first line says which authentication mode is active, in every mode.
+    authenticator.announce(settings)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -132,15 +141,6 @@ def serve(settings: Settings) -> int:
         "server_header": False,
     }
     if settings.workers > 1:
-        from chimeproxy.store.database import Database, DatabaseUnavailable
-
-        if settings.migrate:  # once here, so that a bad database fails before any worker starts
-            database = Database(settings.database)
-            try:
-                database.upgrade()
-            except DatabaseUnavailable as exc:
-                print(f"chimeproxy: {database.describe()}: {_cause(exc)}", file=sys.stderr)
-                return 1
         os.environ[SETTINGS_ENV] = orjson.dumps(dataclasses.asdict(settings)).decode()
         with _metrics_directory():
             uvicorn.run(
@@ -154,10 +154,58 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def _cause(exc: BaseException) -> str:
-    """The database driver's own words, first line only."""
-    cause = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
-    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+def _listening_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port, in words that name the fix; None when it
+    can (uvicorn's own bind follows at once, so the race is short)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on --host {host}: {exc.strerror}; give an address of this host"
+    family, kind, protocol, _, address = infos[0]
+    with socket.socket(family, kind, protocol) as probe:
+        # As uvicorn binds: with SO_REUSEADDR, so only a listening socket is in the way.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is already in use (another chimeproxy?): stop "
+                    "what listens there, or choose another port with --port or CHIMEPROXY_PORT"
+                )
+            if exc.errno == errno.EACCES:
+                return (
+                    f"not allowed to listen on port {port}: ports below 1024 need root or "
+                    "CAP_NET_BIND_SERVICE; choose another with --port"
+                )
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"cannot listen on {host}: no such address on this host (--host)"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
+def _prepare_database(settings: DatabaseSettings | Settings) -> str | None:
+    """Open the database and bring its schema up to date (or, without migrations, check it is);
+    why not, in one line, or None. Done once here, before any worker starts."""
+    from chimeproxy.store.database import Database, DatabaseConfigurationError, DatabaseUnavailable
+
+    try:
+        database = Database(settings.database)
+    except DatabaseConfigurationError as exc:
+        return str(exc)
+    try:
+        if getattr(settings, "migrate", True):
+            database.upgrade()
+        elif database.pending_migrations():
+            return (
+                f"{database.describe()}: the database schema is behind this version; run "
+                "`chimeproxy db upgrade --database URL`, or start without --no-migrate"
+            )
+    except DatabaseUnavailable as exc:
+        return f"{database.describe()}: {exc.detail}"
+    finally:
+        database.dispose()
+    return None
 
 
 @contextlib.contextmanager
@@ -197,22 +245,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"chimeproxy {args.command}: {exc}", file=sys.stderr)
         return 2
+    if problem := _prepare_database(database_settings):
+        print(f"chimeproxy: {problem}", file=sys.stderr)
+        return 1
     from chimeproxy.store.database import Database, DatabaseUnavailable
 
     database = Database(database_settings.database)
     if args.command == "db":
-        try:
-            database.upgrade()
-        except DatabaseUnavailable as exc:
-            print(f"chimeproxy: {database.describe()}: {_cause(exc)}", file=sys.stderr)
-            return 1
         print(f"database {database.describe()} is at the latest schema")
         return 0
+    try:
+        return _numbers(args, database)
+    except DatabaseUnavailable as exc:
+        print(f"chimeproxy: {database.describe()}: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        database.dispose()
+
+
+def _numbers(args: argparse.Namespace, database: Any) -> int:
+    """`chimeproxy numbers ...`."""
     from chimeproxy.domain.catalog import CatalogError
     from chimeproxy.domain.catalog_csv import load_catalog_csv
     from chimeproxy.store import catalog as catalog_store
 
-    database.upgrade()
     try:
         catalog = load_catalog_csv(args.file)
     except (OSError, UnicodeDecodeError, CatalogError) as exc:

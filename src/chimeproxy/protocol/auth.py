@@ -160,11 +160,17 @@ class Authenticator:
         credentials: dict[str, Credential] = {}
         if settings.credentials:
             credentials = load_credentials(settings.credentials)
+        authenticator = cls(settings, mode, credentials)
         if announce:
-            announce_mode(settings, mode, len(credentials))
-            if settings.credentials:
-                _warn_if_readable_by_others(settings.credentials)
-        return cls(settings, mode, credentials)
+            authenticator.announce(settings)
+        return authenticator
+
+    def announce(self, settings: Settings) -> None:
+        """Say in the log which mode is active, then warn of a credentials file others can
+        read."""
+        announce_mode(settings, self.mode, len(self.credentials))
+        if settings.credentials:
+            _warn_if_readable_by_others(settings.credentials)
 
     def account_for(self, access_key_id: str) -> str:
         """The account of an access key: 12 digits are the account, else the file's mapping."""
