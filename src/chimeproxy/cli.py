@@ -27,9 +27,20 @@ from chimeproxy.settings import (
 )
 
 SETTINGS_ENV = "CHIMEPROXY_SETTINGS_JSON"
+CATALOG_FORMAT = """\
+The CSV has a header row and one number per row:
+
+  e164,country,type,capabilities,city,state
+  +12065550123,US,Local,InboundCall|OutboundCall|InboundSMS|OutboundSMS,Seattle,WA
+  +18885550123,US,TollFree,InboundCall|OutboundCall,,
+
+e164: the number with + and its country calling code; country: ISO 3166-1 alpha-2;
+type: Local or TollFree; capabilities, joined by |: InboundCall, OutboundCall, InboundSMS,
+OutboundSMS, InboundMMS, OutboundMMS; city and state are optional. The whole file is checked
+before anything changes; a bad row is named by its line."""
 
 
-class _HelpFormatter(argparse.HelpFormatter):
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32, width=100)
 
@@ -59,11 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
     numbers_commands = numbers.add_subparsers(dest="numbers_command", required=True)
     load = numbers_commands.add_parser(
         "import",
-        help="load the numbers you own at your carrier (CSV: e164,country,type,capabilities)",
+        help="offer the numbers you own at your carrier instead of the built-in fictional ones",
+        description=CATALOG_FORMAT,
         formatter_class=_HelpFormatter,
     )
-    load.add_argument("file")
+    load.add_argument("file", help="CSV file; see above")
+    load.add_argument(
+        "--add",
+        action="store_true",
+        help="add the file's numbers to the catalog in force (the built-in one until you "
+        "import) instead of replacing it; a number listed again takes the file's row",
+    )
     add_arguments(load, DatabaseSettings)
+    add_arguments(
+        numbers_commands.add_parser(
+            "list",
+            help="print the catalog in force as CSV, in the import format",
+            formatter_class=_HelpFormatter,
+        ),
+        DatabaseSettings,
+    )
+    add_arguments(
+        numbers_commands.add_parser(
+            "reset",
+            help="offer the built-in fictional numbers again, forgetting imported ones",
+            formatter_class=_HelpFormatter,
+        ),
+        DatabaseSettings,
+    )
 
     add_arguments(
         command("sip-edge", help="run Kamailio routing calls and messages through proxy sessions"),
@@ -264,19 +298,57 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _numbers(args: argparse.Namespace, database: Any) -> int:
-    """`chimeproxy numbers ...`."""
+    """`chimeproxy numbers import|list|reset`: the catalog in force is the built-in one, the
+    imported numbers, or the imported numbers added to the built-in ones."""
     from chimeproxy.domain.catalog import CatalogError
-    from chimeproxy.domain.catalog_csv import load_catalog_csv
+    from chimeproxy.domain.catalog_csv import load_catalog_csv, write_catalog_csv
     from chimeproxy.store import catalog as catalog_store
 
+    where = database.describe()
+    if args.numbers_command == "list":
+        with database.read() as connection:
+            offer = catalog_store.offer(connection)
+            catalog = catalog_store.in_force(connection)
+        write_catalog_csv(catalog, sys.stdout)
+        print(f"chimeproxy: {_offer_summary(offer, len(catalog))}", file=sys.stderr)
+        return 0
+    if args.numbers_command == "reset":
+        forgotten = catalog_store.reset(database)
+        print(
+            f"the catalog of {where} is the built-in fictional one again "
+            f"({forgotten} imported numbers forgotten; numbers already ordered stay ordered)"
+        )
+        return 0
     try:
         catalog = load_catalog_csv(args.file)
     except (OSError, UnicodeDecodeError, CatalogError) as exc:
         print(f"chimeproxy: {exc}", file=sys.stderr)
         return 1
+    if args.add:
+        added, updated = catalog_store.add(database, catalog)
+        with database.read() as connection:
+            offer = catalog_store.offer(connection)
+            total = len(catalog_store.in_force(connection))
+        print(f"added {added} numbers and updated {updated} in the catalog of {where}")
+        print(f"chimeproxy: {_offer_summary(offer, total)}", file=sys.stderr)
+        return 0
     count = catalog_store.replace(database, catalog)
-    print(f"imported {count} numbers into the catalog of {database.describe()}")
+    print(
+        f"imported {count} numbers into the catalog of {where}; they replace the built-in "
+        "fictional numbers (`chimeproxy numbers reset` brings those back)"
+    )
     return 0
+
+
+def _offer_summary(offer: Any, total: int) -> str:
+    if offer.revision is None:
+        return f"the built-in catalog of fictional numbers is in force ({total} numbers)"
+    if offer.with_builtin:
+        return (
+            f"{offer.imported} imported numbers and the built-in fictional ones are in force "
+            f"({total} numbers)"
+        )
+    return f"{offer.imported} imported numbers are in force (the built-in ones are not)"
 
 
 if __name__ == "__main__":
