@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from chimeproxy import __version__, sweeper
+from chimeproxy import __version__, logs, sweeper
 from chimeproxy.clock import Clock
 from chimeproxy.dataplane.endpoints import Dataplane
 from chimeproxy.domain.selection import PoolExhausted
@@ -76,7 +76,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class ChimeProxyApp:
     """The ASGI application; `services` is ready once the lifespan startup has run."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, announce: bool = True
+    ) -> None:
+        """`announce`: log the authentication mode (the command line does it once, first)."""
         load_operations()
         self.settings = settings
         clock = clock or Clock()
@@ -93,7 +96,9 @@ class ChimeProxyApp:
         self.metrics = Metrics()
         self.router = Router(service_model())
         self.serializer = OutputSerializer()
-        self.access = AccessControl(Authenticator.from_settings(settings), settings.route_secret)
+        self.access = AccessControl(
+            Authenticator.from_settings(settings, announce=announce), settings.route_secret
+        )
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self.dataplane = Dataplane(self.services)
         self.operations = {
@@ -171,11 +176,19 @@ class ChimeProxyApp:
                 try:
                     await self.startup()
                 except Exception as exc:
-                    log.exception("startup failed")
+                    # The cause on the line itself (a database's own words, not "retry the
+                    # request"); a traceback only for what nobody foresaw.
+                    expected = isinstance(exc, DatabaseUnavailable | RuntimeError)
+                    cause = exc.detail if isinstance(exc, DatabaseUnavailable) else str(exc)
+                    log.error(
+                        f"start-up failed: {cause or type(exc).__name__}",
+                        exc_info=None if expected else exc,
+                    )
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                logs.write_directly()
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

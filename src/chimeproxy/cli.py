@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -25,9 +27,20 @@ from chimeproxy.settings import (
 )
 
 SETTINGS_ENV = "CHIMEPROXY_SETTINGS_JSON"
+CATALOG_FORMAT = """\
+The CSV has a header row and one number per row:
+
+  e164,country,type,capabilities,city,state
+  +12065550123,US,Local,InboundCall|OutboundCall|InboundSMS|OutboundSMS,Seattle,WA
+  +18885550123,US,TollFree,InboundCall|OutboundCall,,
+
+e164: the number with + and its country calling code; country: ISO 3166-1 alpha-2;
+type: Local or TollFree; capabilities, joined by |: InboundCall, OutboundCall, InboundSMS,
+OutboundSMS, InboundMMS, OutboundMMS; city and state are optional. The whole file is checked
+before anything changes; a bad row is named by its line."""
 
 
-class _HelpFormatter(argparse.HelpFormatter):
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32, width=100)
 
@@ -57,11 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
     numbers_commands = numbers.add_subparsers(dest="numbers_command", required=True)
     load = numbers_commands.add_parser(
         "import",
-        help="load the numbers you own at your carrier (CSV: e164,country,type,capabilities)",
+        help="offer the numbers you own at your carrier instead of the built-in fictional ones",
+        description=CATALOG_FORMAT,
         formatter_class=_HelpFormatter,
     )
-    load.add_argument("file")
+    load.add_argument("file", help="CSV file; see above")
+    load.add_argument(
+        "--add",
+        action="store_true",
+        help="add the file's numbers to the catalog in force (the built-in one until you "
+        "import) instead of replacing it; a number listed again takes the file's row",
+    )
     add_arguments(load, DatabaseSettings)
+    add_arguments(
+        numbers_commands.add_parser(
+            "list",
+            help="print the catalog in force as CSV, in the import format",
+            formatter_class=_HelpFormatter,
+        ),
+        DatabaseSettings,
+    )
+    add_arguments(
+        numbers_commands.add_parser(
+            "reset",
+            help="offer the built-in fictional numbers again, forgetting imported ones",
+            formatter_class=_HelpFormatter,
+        ),
+        DatabaseSettings,
+    )
 
     add_arguments(
         command("sip-edge", help="run Kamailio routing calls and messages through proxy sessions"),
@@ -99,7 +135,7 @@ def create_app_from_env() -> Any:
     settings = Settings(**orjson.loads(os.environ[SETTINGS_ENV]))
     # A worker is a fresh interpreter (spawned): it logs as the parent does only if told to.
     logs.configure(settings.log_level)
-    return ChimeProxyApp(settings)
+    return ChimeProxyApp(settings, announce=False)  # the parent said it, first
 
 
 def serve(settings: Settings) -> int:
@@ -108,39 +144,37 @@ def serve(settings: Settings) -> int:
     from chimeproxy import logs
     from chimeproxy.app import ChimeProxyApp
     from chimeproxy.dataplane import providers
-    from chimeproxy.protocol.auth import choose_mode, load_credentials
+    from chimeproxy.protocol.auth import Authenticator
 
     logs.configure(settings.log_level)
-    try:
-        choose_mode(settings)
-        providers.from_settings(settings)
-        # Checked here too so that a bad file is one clear line, not a traceback.
-        if settings.credentials:
-            load_credentials(settings.credentials)
-    except ValueError as exc:
-        print(f"chimeproxy: {exc}", file=sys.stderr)
-        return 2
     if settings.clock_control and settings.workers > 1:
         print("chimeproxy: --clock-control needs a single process (--workers 1)", file=sys.stderr)
         return 2
+    try:
+        providers.from_settings(settings)
+        # Checked here so that a bad credentials file is one clear line, not a traceback.
+        authenticator = Authenticator.from_settings(settings, announce=False)
+    except ValueError as exc:
+        print(f"chimeproxy: {exc}", file=sys.stderr)
+        return 2
+    # What would otherwise fail later, inside uvicorn or a worker, with a traceback: one line
+    # naming the cause and the fix, before anything starts.
+    problem = _listening_problem(settings.host, settings.port) or _prepare_database(settings)
+    if problem:
+        print(f"chimeproxy: {problem}", file=sys.stderr)
+        return 1
+    # The log's first line says which authentication mode is active, in every mode.
+    authenticator.announce(settings)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 30,
+        "timeout_keep_alive": settings.keep_alive_timeout,
         "server_header": False,
     }
     if settings.workers > 1:
-        from chimeproxy.store.database import Database, DatabaseUnavailable
-
-        if settings.migrate:  # once here, so that a bad database fails before any worker starts
-            database = Database(settings.database)
-            try:
-                database.upgrade()
-            except DatabaseUnavailable as exc:
-                print(f"chimeproxy: {database.describe()}: {_cause(exc)}", file=sys.stderr)
-                return 1
         os.environ[SETTINGS_ENV] = orjson.dumps(dataclasses.asdict(settings)).decode()
         with _metrics_directory():
             uvicorn.run(
@@ -150,14 +184,62 @@ def serve(settings: Settings) -> int:
                 **options,
             )
     else:
-        uvicorn.run(ChimeProxyApp(settings), **options)
+        uvicorn.run(ChimeProxyApp(settings, announce=False), **options)
     return 0
 
 
-def _cause(exc: BaseException) -> str:
-    """The database driver's own words, first line only."""
-    cause = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
-    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+def _listening_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port, in words that name the fix; None when it
+    can (uvicorn's own bind follows at once, so the race is short)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on --host {host}: {exc.strerror}; give an address of this host"
+    family, kind, protocol, _, address = infos[0]
+    with socket.socket(family, kind, protocol) as probe:
+        # As uvicorn binds: with SO_REUSEADDR, so only a listening socket is in the way.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is already in use (another chimeproxy?): stop "
+                    "what listens there, or choose another port with --port or CHIMEPROXY_PORT"
+                )
+            if exc.errno == errno.EACCES:
+                return (
+                    f"not allowed to listen on port {port}: ports below 1024 need root or "
+                    "CAP_NET_BIND_SERVICE; choose another with --port"
+                )
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"cannot listen on {host}: no such address on this host (--host)"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
+def _prepare_database(settings: DatabaseSettings | Settings) -> str | None:
+    """Open the database and bring its schema up to date (or, without migrations, check it is);
+    why not, in one line, or None. Done once here, before any worker starts."""
+    from chimeproxy.store.database import Database, DatabaseConfigurationError, DatabaseUnavailable
+
+    try:
+        database = Database(settings.database)
+    except DatabaseConfigurationError as exc:
+        return str(exc)
+    try:
+        if getattr(settings, "migrate", True):
+            database.upgrade()
+        elif database.pending_migrations():
+            return (
+                f"{database.describe()}: the database schema is behind this version; run "
+                "`chimeproxy db upgrade --database URL`, or start without --no-migrate"
+            )
+    except DatabaseUnavailable as exc:
+        return f"{database.describe()}: {exc.detail}"
+    finally:
+        database.dispose()
+    return None
 
 
 @contextlib.contextmanager
@@ -197,30 +279,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"chimeproxy {args.command}: {exc}", file=sys.stderr)
         return 2
+    if problem := _prepare_database(database_settings):
+        print(f"chimeproxy: {problem}", file=sys.stderr)
+        return 1
     from chimeproxy.store.database import Database, DatabaseUnavailable
 
     database = Database(database_settings.database)
     if args.command == "db":
-        try:
-            database.upgrade()
-        except DatabaseUnavailable as exc:
-            print(f"chimeproxy: {database.describe()}: {_cause(exc)}", file=sys.stderr)
-            return 1
         print(f"database {database.describe()} is at the latest schema")
         return 0
+    try:
+        return _numbers(args, database)
+    except DatabaseUnavailable as exc:
+        print(f"chimeproxy: {database.describe()}: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        database.dispose()
+
+
+def _numbers(args: argparse.Namespace, database: Any) -> int:
+    """`chimeproxy numbers import|list|reset`: the catalog in force is the built-in one, the
+    imported numbers, or the imported numbers added to the built-in ones."""
     from chimeproxy.domain.catalog import CatalogError
-    from chimeproxy.domain.catalog_csv import load_catalog_csv
+    from chimeproxy.domain.catalog_csv import load_catalog_csv, write_catalog_csv
     from chimeproxy.store import catalog as catalog_store
 
-    database.upgrade()
+    where = database.describe()
+    if args.numbers_command == "list":
+        with database.read() as connection:
+            offer = catalog_store.offer(connection)
+            catalog = catalog_store.in_force(connection)
+        write_catalog_csv(catalog, sys.stdout)
+        print(f"chimeproxy: {_offer_summary(offer, len(catalog))}", file=sys.stderr)
+        return 0
+    if args.numbers_command == "reset":
+        forgotten = catalog_store.reset(database)
+        print(
+            f"the catalog of {where} is the built-in fictional one again "
+            f"({forgotten} imported numbers forgotten; numbers already ordered stay ordered)"
+        )
+        return 0
     try:
         catalog = load_catalog_csv(args.file)
     except (OSError, UnicodeDecodeError, CatalogError) as exc:
         print(f"chimeproxy: {exc}", file=sys.stderr)
         return 1
+    if args.add:
+        added, updated = catalog_store.add(database, catalog)
+        with database.read() as connection:
+            offer = catalog_store.offer(connection)
+            total = len(catalog_store.in_force(connection))
+        print(f"added {added} numbers and updated {updated} in the catalog of {where}")
+        print(f"chimeproxy: {_offer_summary(offer, total)}", file=sys.stderr)
+        return 0
     count = catalog_store.replace(database, catalog)
-    print(f"imported {count} numbers into the catalog of {database.describe()}")
+    print(
+        f"imported {count} numbers into the catalog of {where}; they replace the built-in "
+        "fictional numbers (`chimeproxy numbers reset` brings those back)"
+    )
     return 0
+
+
+def _offer_summary(offer: Any, total: int) -> str:
+    if offer.revision is None:
+        return f"the built-in catalog of fictional numbers is in force ({total} numbers)"
+    if offer.with_builtin:
+        return (
+            f"{offer.imported} imported numbers and the built-in fictional ones are in force "
+            f"({total} numbers)"
+        )
+    return f"{offer.imported} imported numbers are in force (the built-in ones are not)"
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from functools import cached_property
 
 from chimeproxy.clock import Clock
 from chimeproxy.domain.catalog import Catalog
-from chimeproxy.domain.catalog_builtin import builtin_catalog
 from chimeproxy.events import EventSink, NullSink
 from chimeproxy.settings import Settings
 from chimeproxy.store import catalog as catalog_store
@@ -25,14 +24,11 @@ class Services:
     _catalog: tuple[str | None, Catalog] | None = None
 
     def catalog(self) -> Catalog:
-        """The imported catalog when there is one (reloaded when an import changes it), else
-        the built-in fictional numbers."""
+        """The catalog in force (store/catalog.py), reloaded when an import changes it."""
         with self.db.read() as connection:
             current = catalog_store.revision(connection)
             if self._catalog is None or self._catalog[0] != current:
-                # Once an operator has imported a catalog, even an empty one, only it is offered.
-                catalog = catalog_store.load(connection) if current else builtin_catalog()
-                self._catalog = (current, catalog)
+                self._catalog = (current, catalog_store.in_force(connection))
         return self._catalog[1]
 
     @cached_property

@@ -286,11 +286,47 @@ def _upper(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def database_url(text: str) -> str:
+    """A database URL chimeproxy can open: SQLite, or PostgreSQL through psycopg 3."""
+    text = text.strip()
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        raise ValueError(
+            "must be a database URL, not a path: for a SQLite file write "
+            f"sqlite:///{text} (four slashes before an absolute path), for PostgreSQL "
+            "postgresql://USER@HOST:PORT/DB"
+        )
+    backend, _, driver = scheme.lower().partition("+")
+    if backend == "postgres":  # what Heroku and others write; SQLAlchemy wants postgresql
+        backend, text = "postgresql", f"postgresql{scheme[len('postgres') :]}://{rest}"
+    if backend == "sqlite":
+        if driver not in ("", "pysqlite"):
+            raise ValueError("reaches SQLite through Python's sqlite3 only: sqlite:///PATH")
+    elif backend == "postgresql":
+        if driver not in ("", "psycopg"):
+            raise ValueError(
+                "reaches PostgreSQL through psycopg 3 only: postgresql://USER@HOST:PORT/DB"
+            )
+    else:
+        raise ValueError(
+            f"cannot be a {scheme}:// database: chimeproxy stores its data in SQLite "
+            "(sqlite:///PATH) or PostgreSQL (postgresql://USER@HOST:PORT/DB)"
+        )
+    from sqlalchemy.engine import make_url  # here, so the SIP edge never imports SQLAlchemy
+
+    try:
+        make_url(text)
+    except Exception as exc:  # ArgumentError, or ValueError for a port that is not a number
+        raise ValueError(f"is not a valid database URL ({exc})") from None
+    return text
+
+
 # Options that more than one command has, declared once.
 DATABASE: dict[str, Any] = {
     "flag": "--database",
     "env": "CHIMEPROXY_DATABASE",
     "help": "`sqlite:///PATH` or `postgresql://USER@HOST:PORT/DB`",
+    "parse": database_url,
     "metavar": "URL",
 }
 ROUTE_SECRET: dict[str, Any] = {
@@ -382,6 +418,14 @@ class Settings:
         env="CHIMEPROXY_BODY_LIMIT",
         help="largest request body in bytes (413 beyond)",
         parse=integer(1024, 1024**3),
+    )
+    keep_alive_timeout: float = option(
+        75.0,
+        flag="--keep-alive-timeout",
+        env="CHIMEPROXY_KEEP_ALIVE_TIMEOUT",
+        help="seconds an idle keep-alive connection stays open between requests; keep it "
+        "above the idle time after which clients and load balancers still reuse a connection",
+        parse=number(1, 3600),
     )
     workers: int = option(
         1,

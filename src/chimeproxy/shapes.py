@@ -101,19 +101,21 @@ def proxy_session(row: Row, connector_id: str, now: int) -> dict[str, Any]:
     if row["geo_country"] is not None or row["geo_area_code"] is not None:
         geo_params = {"Country": row["geo_country"], "AreaCode": row["geo_area_code"]}
     number = row["proxy_number"]
+    # The hosted service's canonical order, whatever order the request used (docs/behaviour.md):
+    # capabilities sorted, participants by number; ExpiryMinutes is the effective expiry.
+    participants = sorted((row["participant_1"], row["participant_2"]))
     return {
         "VoiceConnectorId": connector_id,
         "ProxySessionId": row["id"],
         "Name": row["name"],
         "Status": state.status,
-        "ExpiryMinutes": row["expiry_minutes"] if row["expiry_minutes_given"] else None,
-        "Capabilities": row["capabilities"].split(","),
+        "ExpiryMinutes": row["expiry_minutes"],
+        "Capabilities": sorted(row["capabilities"].split(",")),
         "CreatedTimestamp": row["created_at"],
         "UpdatedTimestamp": row["updated_at"],
         "EndedTimestamp": state.ended_at,
         "Participants": [
-            {"PhoneNumber": row["participant_1"], "ProxyPhoneNumber": number},
-            {"PhoneNumber": row["participant_2"], "ProxyPhoneNumber": number},
+            {"PhoneNumber": participant, "ProxyPhoneNumber": number} for participant in participants
         ],
         "NumberSelectionBehavior": row["number_selection_behavior"],
         "GeoMatchLevel": row["geo_match_level"],

@@ -2,7 +2,9 @@
 
 Installed with chimeproxy (entry point `pytest11`). The `chimeproxy_server` fixture starts a
 server process on a free port over a temporary database with clock control, points
-`AWS_ENDPOINT_URL_CHIME_SDK_VOICE` at it, and yields a handle with `url` and `advance(seconds)`.
+`AWS_ENDPOINT_URL_CHIME_SDK_VOICE` at it, gives boto3 dummy credentials and the region
+`us-east-1` when the environment has none (the server accepts any key), and yields a handle with
+`url`, `advance(seconds)` and `client()`.
 The database is a SQLite file, or with CHIMEPROXY_TEST_DATABASE=postgresql a new PostgreSQL
 database per server (made through CHIMEPROXY_TEST_POSTGRES_URL, dropped afterwards).
 """
@@ -30,6 +32,10 @@ from typing import Any
 import pytest
 
 ENDPOINT_ENV = "AWS_ENDPOINT_URL_CHIME_SDK_VOICE"
+# What boto3 and the AWS CLI need beyond the endpoint, for a machine with no AWS set-up: the
+# server is in open mode, so any key will do.
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDCHIMEPROXYTEST", "AWS_SECRET_ACCESS_KEY": "any"}
+DEFAULT_REGION = "us-east-1"
 
 
 def free_port() -> int:
@@ -235,6 +241,13 @@ def chimeproxy_server(
             log_path=tmp_path / "chimeproxy.log",
         ).start()
         monkeypatch.setenv(ENDPOINT_ENV, server.url)
+        if not os.environ.get("AWS_ACCESS_KEY_ID"):
+            for name, value in DUMMY_CREDENTIALS.items():
+                monkeypatch.setenv(name, value)
+            # A named profile that does not exist here would stop boto3 before any call.
+            monkeypatch.delenv("AWS_PROFILE", raising=False)
+        if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+            monkeypatch.setenv("AWS_DEFAULT_REGION", DEFAULT_REGION)
         try:
             yield server
         finally:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -64,7 +66,8 @@ def racing_client(url: str) -> Any:
 # Errors: every check of a refusal goes through `error_answer`.
 
 # The body's `Code` for each `x-amzn-ErrorType`: the model's ErrorCode for its errors, and the
-# front door's own for the refusals that come before any operation runs.
+# front door's own for the refusals that come before any operation runs (authentication errors
+# carry their type, which is what the JavaScript v2 SDK reports).
 ERROR_CODES = {
     "AccessDeniedException": "AccessDenied",
     "BadRequestException": "BadRequest",
@@ -78,14 +81,14 @@ ERROR_CODES = {
     "ThrottledClientException": "Throttled",
     "UnauthorizedClientException": "Unauthorized",
     "UnprocessableEntityException": "Unprocessable",
-    "IncompleteSignatureException": "IncompleteSignature",
-    "InvalidSignatureException": "InvalidSignature",
-    "MissingAuthenticationTokenException": "MissingAuthenticationToken",
+    "IncompleteSignatureException": "IncompleteSignatureException",
+    "InvalidSignatureException": "InvalidSignatureException",
+    "MissingAuthenticationTokenException": "MissingAuthenticationTokenException",
     "NotImplementedException": "NotImplemented",
     "RequestEntityTooLargeException": "RequestEntityTooLarge",
     "RequestHeaderFieldsTooLargeException": "HeadersTooLarge",
     "UnknownOperationException": "UnknownOperation",
-    "UnrecognizedClientException": "UnrecognizedClient",
+    "UnrecognizedClientException": "UnrecognizedClientException",
     "UnsupportedMediaTypeException": "UnsupportedMediaType",
 }
 # What a SigV4 signature or a SHA-256 looks like: an error says what to fix, never what the
@@ -410,3 +413,16 @@ def store_problems(url: str, now_ms: int) -> list[str]:
                     )
                 active_keys[key] = session["id"]
     return problems
+
+
+# Outside clients.
+
+
+def aws_cli() -> str:
+    """The AWS CLI installed with the test dependencies, beside this interpreter."""
+    path = Path(sys.executable).with_name("aws")
+    if not path.exists():
+        if IN_CI:
+            pytest.fail("the AWS CLI is a test dependency and must be installed in CI")
+        pytest.skip("the AWS CLI is not installed (pip install -e '.[test]')")
+    return str(path)

@@ -17,6 +17,8 @@ from typing import Any
 from unittest.mock import patch
 
 import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
 import httpx
 import pytest
 
@@ -369,6 +371,39 @@ def test_signature_time_uses_the_real_clock_not_clock_control(
 
 
 # Every refusal.
+
+
+def js_v2_error_code(response: httpx.Response) -> str:
+    """The error code the AWS SDK for JavaScript v2 reports (its rest_json extractError: the
+    body's __type, code or Code, else x-amzn-ErrorType)."""
+    body = response.json()
+    code = body.get("__type") or body.get("code") or body.get("Code")
+    return (code or response.headers["x-amzn-errortype"]).split("#")[-1]
+
+
+def signed_get(url: str, key: str, secret: str) -> httpx.Response:
+    request = botocore.awsrequest.AWSRequest(method="GET", url=url)
+    credentials = botocore.credentials.Credentials(key, secret)
+    botocore.auth.SigV4Auth(credentials, "chime", "us-east-1").add_auth(request)
+    return httpx.get(url, headers=dict(request.headers), timeout=10)
+
+
+def test_authentication_errors_carry_their_type_as_code_for_every_sdk(
+    strict: ChimeProxyServer,
+) -> None:
+    url = f"{strict.url}/voice-connectors"
+    answers = {
+        "MissingAuthenticationTokenException": httpx.get(url, timeout=10),
+        "UnrecognizedClientException": signed_get(url, "AKIDNOBODY", "x"),
+        "InvalidSignatureException": signed_get(url, ALICE[0], "not-alice-secret"),
+        "IncompleteSignatureException": httpx.get(
+            url, headers={"Authorization": "AWS4-HMAC-SHA256 Credential=AKIDALICE0"}, timeout=10
+        ),
+    }
+    for error_type, answer in answers.items():
+        assert answer.headers["x-amzn-errortype"] == error_type
+        assert answer.json()["Code"] == error_type
+        assert js_v2_error_code(answer) == error_type
 
 
 def test_missing_authentication(strict: ChimeProxyServer) -> None:

@@ -6,16 +6,20 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import IN_CI
-from tests.integration.helpers import proxy_connector
+from tests.conftest import IN_CI, make_client
+from tests.integration.helpers import aws_cli, make_connector, proxy_connector
+from tests.reference import SAMPLE_BODY
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
@@ -24,18 +28,8 @@ CREDENTIALS = {
 }
 
 
-def aws_cli() -> str:
-    """The AWS CLI installed with the test dependencies, beside this interpreter."""
-    path = Path(sys.executable).with_name("aws")
-    if not path.exists():
-        if IN_CI:
-            pytest.fail("the AWS CLI is a test dependency and must be installed in CI")
-        pytest.skip("the AWS CLI is not installed (pip install -e '.[test]')")
-    return str(path)
-
-
-def run_cli(server: ChimeProxyServer, *args: str) -> Any:
-    env = {**os.environ, **CREDENTIALS, "AWS_CONFIG_FILE": os.devnull}
+def run_cli(server: ChimeProxyServer, *args: str, env: dict[str, str] | None = None) -> Any:
+    env = {**os.environ, **CREDENTIALS, "AWS_CONFIG_FILE": os.devnull, **(env or {})}
     result = subprocess.run(
         [aws_cli(), "--endpoint-url", server.url, "--output", "json", "chime-sdk-voice", *args],
         capture_output=True,
@@ -84,6 +78,66 @@ def test_aws_cli_create_get_list_update_delete(server: ChimeProxyServer, client:
     )  # fmt: skip
     listed = run_cli(server, "list-proxy-sessions", "--voice-connector-id", connector)
     assert listed["ProxySessions"] == []
+
+
+def test_the_aws_cli_example_session_answers_as_the_example_and_the_reference_sample(
+    server: ChimeProxyServer,
+) -> None:
+    """The AWS CLI's example of create-proxy-session (participants +14015550101 +12065550100,
+    capabilities Voice SMS, no expiry) answers capabilities sorted, participants by number and
+    ExpiryMinutes 60; GetProxySession of that session is the reference sample byte for byte but
+    for the ids and timestamps, which no server can choose."""
+    # An account of its own, so that the example's proxy number is free to order.
+    client = make_client(server.url, aws_access_key_id="913913913913")
+    connector = make_connector(client)
+    order = client.create_phone_number_order(
+        ProductType="VoiceConnector", E164PhoneNumbers=["+19135550199"]
+    )["PhoneNumberOrder"]
+    assert order["Status"] == "Successful"
+    client.associate_phone_numbers_with_voice_connector(
+        VoiceConnectorId=connector, E164PhoneNumbers=["+19135550199"]
+    )
+    client.put_voice_connector_proxy(
+        VoiceConnectorId=connector, DefaultSessionExpiryMinutes=60, PhoneNumberPoolCountries=["US"]
+    )
+    env = {"AWS_ACCESS_KEY_ID": "913913913913"}
+    created = run_cli(
+        server, "create-proxy-session",
+        "--voice-connector-id", connector,
+        "--participant-phone-numbers", "+14015550101", "+12065550100",
+        "--capabilities", "Voice", "SMS",
+        env=env,
+    )  # fmt: skip
+    session = created["ProxySession"]
+    stamp = session["CreatedTimestamp"]
+    assert created == {
+        "ProxySession": {
+            "VoiceConnectorId": connector,
+            "ProxySessionId": session["ProxySessionId"],
+            "Status": "Open",
+            "ExpiryMinutes": 60,
+            "Capabilities": ["SMS", "Voice"],
+            "CreatedTimestamp": stamp,
+            "UpdatedTimestamp": stamp,
+            "Participants": [
+                {"PhoneNumber": "+12065550100", "ProxyPhoneNumber": "+19135550199"},
+                {"PhoneNumber": "+14015550101", "ProxyPhoneNumber": "+19135550199"},
+            ],
+        }
+    }
+    url = f"{server.url}/voice-connectors/{connector}/proxy-sessions/{session['ProxySessionId']}"
+    signed = AWSRequest(method="GET", url=url)
+    SigV4Auth(Credentials("913913913913", "secret"), "chime", "us-east-1").add_auth(signed)
+    answer = httpx.get(url, headers=dict(signed.headers))
+    assert answer.status_code == 200, answer.text
+    expected = (
+        SAMPLE_BODY.replace("123a4bc5-67d8-901e-2f3g-h4ghjk56789l", session["ProxySessionId"])
+        .replace("abcdef1ghij2klmno3pqr4", connector)
+        .replace("2020-04-15T16:10:10.288Z", stamp)
+    )
+    assert answer.content == expected.encode()
+    listed = run_cli(server, "list-proxy-sessions", "--voice-connector-id", connector, env=env)
+    assert listed["ProxySessions"] == [session]
 
 
 LEGACY_FLOW = textwrap.dedent(

@@ -8,6 +8,7 @@ import io
 import logging
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +20,15 @@ from botocore.credentials import Credentials
 
 from chimeproxy.logs import REDACTED, JsonFormatter, redact
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import start_strict_server
-from tests.integration.helpers import assert_refused, client_for, order_numbers, refused
+from tests.conftest import database_url, make_client, start_strict_server
+from tests.integration.faults import running
+from tests.integration.helpers import (
+    assert_refused,
+    client_for,
+    order_numbers,
+    refused,
+    wait_until,
+)
 
 KEY, SECRET, ACCOUNT = "AKIDLOGS000000000001", "s3cr3t-never-logged/abc+XYZ", "666666666666"
 PARTICIPANTS = ("+14155550123", "+16175550124")
@@ -127,6 +135,8 @@ def test_a_flow_and_bad_requests_leave_no_number_or_secret_in_the_log(
         messages.append(assert_refused(answer, status, error_type).message)
         request_ids.append(answer.headers["x-amzn-requestid"])
 
+    # Lines are written by a thread of their own, in order: the last request's line is the last.
+    wait_until(lambda: request_ids[-1] in logged.log(), "the last request's access line")
     log = logged.log()
     numbers = [*PARTICIPANTS, *pool, "+15105550199"]
     forms = [form for n in numbers for form in (n, n[1:], f"%2B{n[1:]}")]
@@ -205,3 +215,34 @@ def test_formatter_redacts_messages_exceptions_and_extras() -> None:
 )
 def test_redact(text: str, shown: str) -> None:
     assert redact(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("workers", "strict"), [(1, False), (3, False), (1, True), (2, True)], ids=str
+)
+def test_every_line_is_plain_json_and_the_first_names_the_auth_mode(
+    tmp_path: Path, workers: int, strict: bool
+) -> None:
+    """uvicorn's lines carried `color_message` with terminal escapes, and with --workers its
+    own lines came before the authentication line the README promises first."""
+    extra = ["--workers", str(workers)]
+    if strict:
+        credentials = tmp_path / "credentials.csv"
+        credentials.write_text(f"access_key_id,secret_access_key,account_id\n{KEY},s,{ACCOUNT}\n")
+        credentials.chmod(0o644)  # readable by others: a warning, after the mode line
+        extra += ["--credentials", str(credentials)]
+    server = ChimeProxyServer(
+        database=database_url(tmp_path), extra_args=extra, log_path=tmp_path / "server.log"
+    )
+    with running(server):
+        make_client(
+            server.url, aws_access_key_id=KEY, aws_secret_access_key="s"
+        ).list_voice_connectors()
+    lines = [orjson.loads(line) for line in server.log().splitlines() if line.strip()]
+    mode = "strict SigV4 verification" if strict else "open (any caller, loopback only)"
+    assert lines[0]["message"] == f"authentication: {mode}", lines[:3]
+    assert sum(line["message"].startswith("authentication:") for line in lines) == 1
+    assert any("Uvicorn running" in line["message"] for line in lines)
+    for line in lines:
+        assert "color_message" not in line, line
+        assert "\x1b" not in orjson.dumps(line).decode(), line

@@ -27,15 +27,18 @@ CATALOG_ROWS = [
 US_NUMBERS = ["+12065550123", "+12065550124", "+13125550177", "+18885550123"]
 
 
-def run_import(csv_path: Path, database: str) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, as an operator would."""
+def numbers_command(database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as an operator would: `chimeproxy numbers ARGS`."""
     return subprocess.run(
-        [sys.executable, "-m", "chimeproxy.cli", "numbers", "import", str(csv_path),
-         "--database", database],
+        [sys.executable, "-m", "chimeproxy.cli", "numbers", *args, "--database", database],
         capture_output=True,
         text=True,
         timeout=120,
     )  # fmt: skip
+
+
+def run_import(csv_path: Path, database: str, *options: str) -> subprocess.CompletedProcess[str]:
+    return numbers_command(database, "import", str(csv_path), *options)
 
 
 def write_csv(path: Path, rows: list[str], header: str = HEADER) -> Path:
@@ -151,6 +154,7 @@ def test_imported_toll_free_number_is_ordered_as_toll_free(
         (f"+1206555012x,US,Local,{VOICE},,", "e164"),
         (f"+12065550125,XX,Local,{VOICE},,", "country"),
         (f"+12065550125,US,Mobile,{VOICE},,", "type"),
+        (f"2065550125,US,Local,{VOICE},,", "e164"),  # without +1: "+1 for US", not EG
         ("+12065550125,US,Local,Teleport,,", "capabilities"),
         (f"+12065550123,US,Local,{VOICE},,", "e164"),  # a repeat of line 2
         ("+12065550125,US,Local", None),  # too few fields
@@ -227,3 +231,78 @@ def test_a_file_that_is_not_utf8_fails_without_a_traceback(
     result = run_import(path, running.database)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+def test_a_number_without_its_plus_is_told_the_form_not_another_country(
+    running: ChimeProxyServer, tmp_path: Path
+) -> None:
+    result = run_import(
+        write_csv(tmp_path / "n.csv", [f"2065550123,US,Local,{VOICE},,"]), running.database
+    )
+    assert result.returncode != 0
+    assert "line 2, column e164: must be in E.164 form" in result.stderr
+    assert "(+1 for US)" in result.stderr
+    assert "EG" not in result.stderr and "2065550123" not in result.stderr
+
+
+def test_add_to_the_built_in_catalog_list_it_and_reset_it(
+    fresh: ChimeProxyServer, tmp_path: Path
+) -> None:
+    """`--add` keeps what is on offer and adds the file's numbers; `list` shows the catalog in
+    force in the import format; `reset` goes back to the built-in catalog."""
+    client = make_client(fresh.url)
+    builtin_206 = search_everything(client, Country="US", AreaCode="206")
+    assert len(builtin_206) == 100 and "+12065550123" in builtin_206
+
+    mine = [f"+14155550111,US,Local,{VOICE},San Francisco,CA", CATALOG_ROWS[4]]
+    added = run_import(write_csv(tmp_path / "add.csv", mine), fresh.database, "--add")
+    assert added.returncode == 0, added.stderr
+    assert "added 2 numbers and updated 0" in added.stdout
+    assert "the built-in fictional ones are in force" in added.stderr
+    assert search_everything(client, Country="US", AreaCode="206") == builtin_206
+    assert "+14155550111" in search_everything(client, Country="US", AreaCode="415")
+    assert "+442079460123" in search_everything(client, Country="GB")
+
+    listed = numbers_command(fresh.database, "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0] == HEADER
+    assert "+14155550111,US,Local,InboundCall|OutboundCall,San Francisco,CA" in lines
+    assert len(lines) > 40_000  # the built-in numbers too
+    # The listing is the import format: the 206 numbers imported back offer the same numbers.
+    rows_206 = [line for line in lines if line.startswith("+1206")]
+    (tmp_path / "listed.csv").write_text("\n".join([lines[0], *rows_206]) + "\n")
+
+    # Adding again updates a number already added, and adds to the imported numbers.
+    again = run_import(
+        write_csv(tmp_path / "again.csv", [f"+14155550111,US,Local,{EVERYTHING},,"]),
+        fresh.database,
+        "--add",
+    )
+    assert "added 0 numbers and updated 1" in again.stdout
+    client.create_phone_number_order(
+        ProductType="VoiceConnector", E164PhoneNumbers=["+14155550111"]
+    )
+    number = client.get_phone_number(PhoneNumberId="+14155550111")["PhoneNumber"]
+    assert number["Capabilities"]["InboundSMS"] is True
+
+    # A plain import replaces everything; reset brings the built-in catalog back.
+    assert (
+        run_import(write_csv(tmp_path / "only.csv", CATALOG_ROWS[:1]), fresh.database).returncode
+        == 0
+    )
+    assert search_everything(client, Country="US") == ["+12065550123"]
+    summary = numbers_command(fresh.database, "list")
+    in_order = "InboundCall|InboundSMS|OutboundCall|OutboundSMS"
+    assert summary.stdout.splitlines()[1:] == [f"+12065550123,US,Local,{in_order},Seattle,WA"]
+    assert "1 imported numbers are in force" in summary.stderr
+    reset = numbers_command(fresh.database, "reset")
+    assert reset.returncode == 0, reset.stderr
+    assert "built-in fictional one again" in reset.stdout
+    assert search_everything(client, Country="US", AreaCode="206") == builtin_206
+    # The number ordered while it was on offer stays ordered, and is not offered twice.
+    assert "+14155550111" not in search_everything(client, Country="US", AreaCode="415")
+
+    # Rows of a listing import back as the same offer.
+    assert run_import(tmp_path / "listed.csv", fresh.database).returncode == 0
+    assert search_everything(client, Country="US") == builtin_206

@@ -116,13 +116,19 @@ def test_default_expiry_comes_from_the_configuration(server: ChimeProxyServer, c
     session = create_session(client, connector_id, person(), person())
     session_id = session["ProxySessionId"]
     created = to_ms(get(server, connector_id, session_id)["CreatedTimestamp"])
-    assert "ExpiryMinutes" not in session  # not sent, so null, though 2 applies
+    assert session["ExpiryMinutes"] == 2  # not sent: the effective expiry, the default
+    # A later default does not change a session that exists.
+    client.put_voice_connector_proxy(
+        VoiceConnectorId=connector_id,
+        DefaultSessionExpiryMinutes=30,
+        PhoneNumberPoolCountries=["US"],
+    )
     server.advance(61)
     assert get(server, connector_id, session_id)["Status"] == "Open"
     server.advance(60)
     closed = get(server, connector_id, session_id)
     assert closed["Status"] == "Closed"
-    assert closed["ExpiryMinutes"] is None
+    assert closed["ExpiryMinutes"] == 2
     assert to_ms(closed["EndedTimestamp"]) == created + 2 * MINUTE_MS
 
 

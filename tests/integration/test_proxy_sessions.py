@@ -153,20 +153,21 @@ def test_create_answers_201_with_one_shared_proxy_number(client: Any) -> None:
     assert session["VoiceConnectorId"] == connector_id
     assert session["Capabilities"] == ["Voice"]
     assert session["CreatedTimestamp"] == session["UpdatedTimestamp"]
+    # Not sent, so the configuration's default: always the effective expiry.
+    assert session["ExpiryMinutes"] == 60
     uuid.UUID(session["ProxySessionId"])
     for member in (
         "Name",
         "NumberSelectionBehavior",
         "GeoMatchLevel",
         "GeoMatchParams",
-        "ExpiryMinutes",
         "EndedTimestamp",
     ):
         assert member not in session, member
 
-    # Reversed order is kept as given.
+    # Participants are answered by number, whatever order the request gave.
     other = create_session(client, connector_id, b, a)
-    assert [p["PhoneNumber"] for p in other["Participants"]] == [b, a]
+    assert [p["PhoneNumber"] for p in other["Participants"]] == sorted([a, b])
 
     fetched = client.get_proxy_session(
         VoiceConnectorId=connector_id, ProxySessionId=session["ProxySessionId"]
@@ -221,13 +222,19 @@ def test_least_recently_used_then_lowest_number(client: Any) -> None:
     assert given == [*by_value, by_value[0]]
 
 
-def test_capabilities_keep_the_order_given_without_duplicates(client: Any) -> None:
-    """docs/behaviour.md: Capabilities keep the order given, duplicates removed."""
+def test_capabilities_are_answered_sorted_without_duplicates(client: Any) -> None:
+    """docs/behaviour.md: Capabilities are answered sorted, duplicates removed."""
     connector_id, _ = proxy_connector(client, pool=1)
     session = create_session(
         client, connector_id, person(), person(), Capabilities=["Voice", "SMS"]
     )
-    assert session["Capabilities"] == ["Voice", "SMS"]
+    assert session["Capabilities"] == ["SMS", "Voice"]
+    listed = all_sessions(client, connector_id)
+    assert [s["Capabilities"] for s in listed] == [["SMS", "Voice"]]
+    got = client.get_proxy_session(
+        VoiceConnectorId=connector_id, ProxySessionId=session["ProxySessionId"]
+    )["ProxySession"]
+    assert got["Capabilities"] == ["SMS", "Voice"]
     updated = client.update_proxy_session(
         VoiceConnectorId=connector_id,
         ProxySessionId=session["ProxySessionId"],
@@ -387,10 +394,12 @@ def test_geo_match_is_a_hard_requirement(client: Any, geo_pool: dict[str, Any]) 
             create_session(
                 client, connector_id, person(), person(), GeoMatchLevel=level, GeoMatchParams=params
             )
-    # A participant from 312 with AreaCode from the first participant: no such number either.
-    with refused(400, "BadRequestException", "exhausted"):
+    # A participant from 312 with AreaCode from the first participant: no such number either,
+    # and the message says where the area code came from.
+    with refused(
+        400, "BadRequestException", "exhausted", "AreaCode US/312 (taken from the first participant"
+    ):
         create_session(client, connector_id, person("312"), person(), GeoMatchLevel="AreaCode")
-    assert all_sessions(client, connector_id) == before
 
     # Both 415 numbers busy for `a`: a third 415 session is refused though 206 numbers are free.
     a = person("415")
@@ -835,15 +844,51 @@ def test_create_rejects_bad_participants(client: Any) -> None:
     for pair in ([a, a], [a, a.lstrip("+")], [a.lstrip("+"), a]):
         with refused(400, "BadRequestException", "ParticipantPhoneNumbers"):
             create_session(client, connector_id, *pair)
+    # Which participant is the connector's own number is named, by its place (not its number).
     for own in (numbers[0], numbers[1].lstrip("+")):
-        with refused(400, "BadRequestException", "ParticipantPhoneNumbers"):
+        with refused(
+            400, "BadRequestException", "second participant (ParticipantPhoneNumbers[1])", "voice"
+        ) as e:
             create_session(client, connector_id, person(), own)
-        with refused(400, "BadRequestException", "ParticipantPhoneNumbers"):
+        assert "first" not in e.message and own.lstrip("+") not in e.message
+        with refused(
+            400, "BadRequestException", "first participant (ParticipantPhoneNumbers[0])", "voice"
+        ) as e:
             create_session(client, connector_id, own, person())
+        assert "second" not in e.message
+    with refused(
+        400, "BadRequestException", "first participant", "and the second participant", "are phone"
+    ):
+        create_session(client, connector_id, numbers[1], numbers[0])
     for invalid in ("abc", "+0123456", "+1", "+12345678901234567", "+1 206 555 0100"):
         with refused(400, "BadRequestException", "ParticipantPhoneNumbers"):
             create_session(client, connector_id, person(), invalid)
+    # Valid E.164 syntax, but no number of its country (phonenumbers.is_valid_number): a US
+    # number sent without its +1 reads as Egypt's +20 and is refused, never taken as Egyptian.
+    for index, invalid in ((1, "2065550123"), (0, "+12065550"), (1, "+5215550100")):
+        pair = [person(), person()]
+        pair[index] = invalid
+        with refused(
+            400, "BadRequestException", f"ParticipantPhoneNumbers[{index}]", "not a valid"
+        ) as e:
+            create_session(client, connector_id, *pair)
+        # The number is named with its place (the contract: "refused with BadRequest naming it").
+        assert ("+" + invalid.lstrip("+")) in e.message
+    with refused(400, "BadRequestException", "+20 (EG)"):
+        create_session(client, connector_id, person(), "2065550123")
     assert all_sessions(client, connector_id) == []
+
+
+def test_pool_countries_must_be_countries(client: Any) -> None:
+    connector_id = make_connector(client)
+    with refused(400, "BadRequestException", "PhoneNumberPoolCountries", "XX is not"):
+        client.put_voice_connector_proxy(
+            VoiceConnectorId=connector_id,
+            DefaultSessionExpiryMinutes=60,
+            PhoneNumberPoolCountries=["US", "XX"],
+        )
+    with refused(404, "NotFoundException"):
+        client.get_voice_connector_proxy(VoiceConnectorId=connector_id)
 
 
 def test_create_rejects_bad_capabilities_and_expiry(client: Any) -> None:
@@ -905,9 +950,10 @@ def test_get_proxy_session_wire_format(server: ChimeProxyServer, client: Any) ->
     assert _keys_sorted_everywhere(body)
     data = body["ProxySession"]
     assert set(data) == SESSION_MEMBERS
-    for member in ("EndedTimestamp", "ExpiryMinutes", "GeoMatchLevel", "GeoMatchParams", "Name"):
+    for member in ("EndedTimestamp", "GeoMatchLevel", "GeoMatchParams", "Name"):
         assert data[member] is None, member
     assert data["NumberSelectionBehavior"] is None
+    assert data["ExpiryMinutes"] == 60  # the configuration's default, as in the sample
     assert TIMESTAMP.match(data["CreatedTimestamp"]), data["CreatedTimestamp"]
     assert data["UpdatedTimestamp"] == data["CreatedTimestamp"]
 
@@ -916,7 +962,7 @@ def test_get_proxy_session_wire_format(server: ChimeProxyServer, client: Any) ->
     expected = (
         '{"ProxySession":{"Capabilities":["SMS","Voice"],'
         f'"CreatedTimestamp":"{data["CreatedTimestamp"]}","EndedTimestamp":null,'
-        '"ExpiryMinutes":null,"GeoMatchLevel":null,"GeoMatchParams":null,"Name":null,'
+        '"ExpiryMinutes":60,"GeoMatchLevel":null,"GeoMatchParams":null,"Name":null,'
         '"NumberSelectionBehavior":null,"Participants":['
         f'{{"PhoneNumber":"{a}","ProxyPhoneNumber":"{number}"}},'
         f'{{"PhoneNumber":"{b}","ProxyPhoneNumber":"{number}"}}],'

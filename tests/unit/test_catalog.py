@@ -593,3 +593,13 @@ def test_shipped_places_are_what_the_geodata_says() -> None:
     from chimeproxy.domain.catalog_builtin import PLACES, compute_places
 
     assert json.loads(PLACES.read_text(encoding="utf-8")) == compute_places()
+
+
+def test_a_number_without_plus_or_calling_code_is_told_the_form_not_another_country() -> None:
+    # With its calling code but no '+', a number is read as before.
+    assert load_catalog_csv(HEADER + "12065550100,US,Local,InboundCall\n").get("+12065550100")
+    with pytest.raises(CatalogError) as caught:
+        load_catalog_csv(HEADER + "2065550100,US,Local,InboundCall\n")
+    assert caught.value.column == "e164"
+    assert "E.164 form" in caught.value.rule and "(+1 for US)" in caught.value.rule
+    assert "EG" not in str(caught.value) and "2065550100" not in str(caught.value)

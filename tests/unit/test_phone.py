@@ -297,3 +297,14 @@ def test_participants_must_be_valid_numbers_of_their_country() -> None:
     assert is_valid_for_its_country("+12065550150")
     assert not is_valid_for_its_country("+3125550180")  # no Dutch number
     assert not is_valid_for_its_country("+10005550180")  # area code 000
+
+
+def test_why_not_valid_names_the_calling_code_never_the_number() -> None:
+    from chimeproxy.domain.phone import why_not_valid
+
+    assert why_not_valid("+12065550150") is None
+    assert why_not_valid("+442079460123") is None
+    problem = why_not_valid("+2065550123")  # a US number sent without its 1
+    assert problem is not None
+    assert "+20 (EG)" in problem and "2065550123" not in problem
+    assert "+1 (US, " in (why_not_valid("+12065550") or "")

@@ -20,20 +20,11 @@ from chimeproxy.protocol.parser import parse_input
 from chimeproxy.protocol.router import Router
 from chimeproxy.protocol.serializer import OutputSerializer, format_timestamp
 from chimeproxy.protocol.validate import compiled_pattern, validate
+from tests.reference import SAMPLE_BODY, SAMPLE_CREATED_MS
 
 MODEL = service_model()
 ROUTER = Router(MODEL)
 CONNECTOR = "abcdef1ghij2klmno3pqr4"
-
-SAMPLE_BODY = (
-    '{"ProxySession":{"Capabilities":["SMS","Voice"],"CreatedTimestamp":"2020-04-15T16:10:10.288Z",'
-    '"EndedTimestamp":null,"ExpiryMinutes":60,"GeoMatchLevel":null,"GeoMatchParams":null,'
-    '"Name":null,"NumberSelectionBehavior":null,"Participants":[{"PhoneNumber":"+12065550100",'
-    '"ProxyPhoneNumber":"+19135550199"},{"PhoneNumber":"+14015550101","ProxyPhoneNumber":'
-    '"+19135550199"}],"ProxySessionId":"123a4bc5-67d8-901e-2f3g-h4ghjk56789l","Status":"Open",'
-    '"UpdatedTimestamp":"2020-04-15T16:10:10.288Z","VoiceConnectorId":"abcdef1ghij2klmno3pqr4"}}'
-)
-SAMPLE_CREATED_MS = 1586967010288  # 2020-04-15T16:10:10.288Z
 
 
 def botocore_request(operation: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -103,6 +103,29 @@ def _check_capabilities(raw: str, line: int) -> frozenset[str]:
     return frozenset(capabilities)
 
 
+def _calling_code_hint(country: str) -> str:
+    region = country.strip().upper()
+    code = phonenumbers.country_code_for_region(region) if region in _SUPPORTED_REGIONS else 0
+    return f" (+{code} for {region})" if code else ""
+
+
+def write_catalog_csv(catalog: Catalog, out: TextIO) -> None:
+    """The catalog as `load_catalog_csv` reads it (so a listing can be edited and imported)."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*_REQUIRED_COLUMNS, *_OPTIONAL_COLUMNS])
+    for number in catalog:
+        writer.writerow(
+            [
+                number.e164,
+                number.country,
+                number.number_type,
+                "|".join(sorted(number.capabilities)),
+                number.city or "",
+                number.state or "",
+            ]
+        )
+
+
 def load_catalog_csv(path_or_text: str | os.PathLike[str] | TextIO) -> Catalog:
     """Load an operator's numbers from CSV (header e164,country,type,capabilities[,city,state]).
 
@@ -147,10 +170,23 @@ def load_catalog_csv(path_or_text: str | os.PathLike[str] | TextIO) -> Catalog:
                 column="e164",
             )
         first_seen[e164] = line
+        try:
+            country = _check_country(e164, fields["country"], line)
+        except CatalogError:
+            if fields["e164"].startswith("+"):
+                raise
+            # Without its '+', a number's first digits are its calling code: a US number
+            # written without its 1 reads as Egypt's. Say what the column wants instead.
+            raise CatalogError(
+                "must be in E.164 form, '+' then the country calling code"
+                f"{_calling_code_hint(fields['country'])}, then the number",
+                line=line,
+                column="e164",
+            ) from None
         numbers.append(
             CatalogNumber(
                 e164=e164,
-                country=_check_country(e164, fields["country"], line),
+                country=country,
                 number_type=_check_type(e164, fields["type"], line),
                 capabilities=_check_capabilities(fields["capabilities"], line),
                 area_code=number_facts(e164).area_code,

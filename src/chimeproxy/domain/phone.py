@@ -20,12 +20,14 @@ __all__ = [
     "InvalidPhoneNumber",
     "NumberFacts",
     "called_candidates",
+    "is_country",
     "is_valid_for_its_country",
     "nanp_area_codes",
     "normalize_e164",
     "number_facts",
     "read_number",
     "user_part",
+    "why_not_valid",
 ]
 
 LOCAL = "Local"
@@ -84,6 +86,30 @@ def normalize_e164(raw: str) -> str:
             "is not a valid E.164 number: no known country calling code"
         ) from None
     return e164
+
+
+def is_country(code: str) -> bool:
+    """Whether `code` is an ISO 3166-1 alpha-2 country code phonenumbers has numbers for."""
+    return code in phonenumbers.SUPPORTED_REGIONS
+
+
+def why_not_valid(e164: str) -> str | None:
+    """None when phonenumbers takes the E.164 number as a valid number of its country, else what
+    is wrong, in words that never repeat the number (`normalize_e164` first)."""
+    number = phonenumbers.parse(e164, None)
+    if phonenumbers.is_valid_number(number):
+        return None
+    regions = [
+        region
+        for region in phonenumbers.region_codes_for_country_code(number.country_code)
+        if region != _NON_GEO_REGION
+    ]
+    shown = ", ".join(regions[:3]) + (", ..." if len(regions) > 3 else "")
+    where = f"country calling code +{number.country_code}" + (f" ({shown})" if shown else "")
+    return (
+        f"is not a valid phone number for {where}; give it in E.164 form, '+' then the "
+        "country calling code (+1 for the US and Canada), then the number"
+    )
 
 
 @cache
@@ -236,6 +262,6 @@ def is_valid_for_its_country(e164: str) -> bool:
     """Whether phonenumbers' metadata says the number exists in its country's numbering plan
     (a participant must be a real number: `+3125550180` is not a Dutch number)."""
     try:
-        return phonenumbers.is_valid_number(phonenumbers.parse(e164, None))
+        return why_not_valid(e164) is None
     except NumberParseException:
         return False

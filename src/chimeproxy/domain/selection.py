@@ -7,7 +7,7 @@ the pair's history); this module decides which proxy number a session gets.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 __all__ = [
@@ -56,6 +56,8 @@ class GeoRequirement:
     level: GeoLevel
     country: str
     area_code: str | None = None
+    # Where the country and area code came from when no GeoMatchParams were sent, for messages.
+    source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.level not in ("Country", "AreaCode"):
@@ -71,9 +73,12 @@ class GeoRequirement:
 
     def describe(self) -> str:
         """A short human description, e.g. ``AreaCode US/206``."""
+        where = (
+            f" (taken from {self.source}, as no GeoMatchParams were sent)" if self.source else ""
+        )
         if self.level == "AreaCode":
-            return f"AreaCode {self.country}/{self.area_code}"
-        return f"Country {self.country}"
+            return f"AreaCode {self.country}/{self.area_code}{where}"
+        return f"Country {self.country}{where}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +141,12 @@ def resolve_geo(
         source = "the first participant's number"
     if not country:
         raise ValueError(f"GeoMatchLevel {level} needs a country, but {source} has none")
+    derived = None if has_params else source
     if level == "Country":
-        return GeoRequirement("Country", country)
+        return GeoRequirement("Country", country, source=derived)
     if not area_code:
         raise ValueError(f"GeoMatchLevel AreaCode needs an area code, but {source} has none")
-    return GeoRequirement("AreaCode", country, area_code)
+    return GeoRequirement("AreaCode", country, area_code, source=derived)
 
 
 def required_number_capabilities(session_capabilities: Iterable[str]) -> frozenset[str]:

@@ -10,9 +10,7 @@ from sqlalchemy import Connection, RowMapping
 from chimeproxy.domain.pagination import InvalidToken, decode_token, encode_token
 from chimeproxy.domain.phone import (
     InvalidPhoneNumber,
-    is_valid_for_its_country,
     normalize_e164,
-    number_facts,
 )
 from chimeproxy.operations.registry import Context
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
@@ -59,18 +57,15 @@ def e164_member(raw: str, member: str) -> str:
         raise BadRequestException(f"Invalid value for {member}: {exc}.") from exc
 
 
-def participant_member(raw: str, member: str) -> str:
-    """A participant's number: E.164 (a missing `+` added) and a number that exists in its
-    country's numbering plan, never read as another country's; else 400 naming it."""
-    e164 = e164_member(raw, member)
-    if not is_valid_for_its_country(e164):
-        country = number_facts(e164).country
-        where = f"in {country}" if country else "in any country"
+def e164_members(values: Sequence[str], member: str) -> list[str]:
+    """A list member of phone numbers: each in E.164, duplicates removed (first kept), and at
+    least one (400 naming the member otherwise)."""
+    numbers = list(dict.fromkeys(e164_member(value, member) for value in values))
+    if not numbers:
         raise BadRequestException(
-            f"Invalid value for {member}: {e164} is not a valid phone number {where} "
-            "(write it in E.164, with its country code)."
+            f"Invalid value for {member}: must not be empty; give at least one phone number."
         )
-    return e164
+    return numbers
 
 
 def require_connector(connection: Connection, context: Context, connector_id: str) -> RowMapping:

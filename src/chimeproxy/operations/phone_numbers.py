@@ -15,7 +15,7 @@ from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164
 from chimeproxy.domain.phone_numbers import PhoneNumberStatus
 from chimeproxy.operations.common import (
     DEFAULT_PAGE,
-    e164_member,
+    e164_members,
     next_token,
     page_after,
     require_connector,
@@ -83,11 +83,7 @@ def search_available_phone_numbers(context: Context, params: dict[str, Any]) -> 
 
 @operation("CreatePhoneNumberOrder")
 def create_phone_number_order(context: Context, params: dict[str, Any]) -> Output:
-    requested = list(
-        dict.fromkeys(e164_member(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"])
-    )
-    if not requested:
-        raise BadRequestException("Invalid value for E164PhoneNumbers: must not be empty.")
+    requested = e164_members(params["E164PhoneNumbers"], "E164PhoneNumbers")
     catalog = context.services.catalog()
     services = context.services
 
@@ -271,10 +267,10 @@ def _number_error(e164: str, code: str, message: str) -> dict[str, str]:
 def associate_phone_numbers(context: Context, params: dict[str, Any]) -> Output:
     now = context.services.clock.now_ms()
     force = bool(params.get("ForceAssociate"))
+    requested = e164_members(params["E164PhoneNumbers"], "E164PhoneNumbers")
     errors = []
     with context.services.db.write() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
-        requested = [e164_member(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"]]
         rows = phone_numbers.find_many(
             connection, context.account, context.region, requested, for_update=True
         )
@@ -328,10 +324,10 @@ def associate_phone_numbers(context: Context, params: dict[str, Any]) -> Output:
 @operation("DisassociatePhoneNumbersFromVoiceConnector")
 def disassociate_phone_numbers(context: Context, params: dict[str, Any]) -> Output:
     now = context.services.clock.now_ms()
+    requested = e164_members(params["E164PhoneNumbers"], "E164PhoneNumbers")
     errors = []
     with context.services.db.write() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
-        requested = [e164_member(n, "E164PhoneNumbers") for n in params["E164PhoneNumbers"]]
         rows = phone_numbers.find_many(
             connection, context.account, context.region, requested, for_update=True
         )

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, RowMapping
 from chimeproxy import events, shapes
 from chimeproxy.domain import ids, lifecycle
 from chimeproxy.domain.lifecycle import SessionStatus
-from chimeproxy.domain.phone import number_facts
+from chimeproxy.domain.phone import is_country, number_facts, why_not_valid
 from chimeproxy.domain.selection import (
     Candidate,
     PoolExhausted,
@@ -25,7 +25,6 @@ from chimeproxy.operations.common import (
     e164_member,
     next_token,
     page_after,
-    participant_member,
     require_connector,
 )
 from chimeproxy.operations.registry import Context, Output, operation
@@ -45,6 +44,48 @@ def _expiry(context: Context, minutes: int, member: str) -> int:
             f"Invalid value for {member}: must be between 1 and {limit} minutes."
         )
     return minutes
+
+
+PARTICIPANT_MEMBER = "ParticipantPhoneNumbers"
+_ORDINALS = ("first", "second")
+
+
+def _participant(index: int) -> str:
+    """A participant named by its place in the request."""
+    return f"the {_ORDINALS[index]} participant ({PARTICIPANT_MEMBER}[{index}])"
+
+
+def _participants(values: list[str]) -> tuple[str, str]:
+    """The two participants in E.164, each a valid number of its country, and different."""
+    participants = tuple(e164_member(value, PARTICIPANT_MEMBER) for value in values)
+    for index, number in enumerate(participants):
+        if problem := why_not_valid(number):
+            # The number is named (the caller sent it; it is no secret to them), and its place,
+            # so the caller knows which of the two to fix.
+            raise BadRequestException(
+                f"Invalid value for {PARTICIPANT_MEMBER}: {_participant(index)}, {number}, "
+                f"{problem}."
+            )
+    if participants[0] == participants[1]:
+        raise BadRequestException(
+            f"Invalid value for {PARTICIPANT_MEMBER}: the two participants must differ."
+        )
+    return participants  # type: ignore[return-value]
+
+
+def _pool_countries(values: list[str]) -> list[str]:
+    countries = list(dict.fromkeys(values))
+    for country in countries:
+        if not country:
+            raise BadRequestException(
+                "Invalid value for PhoneNumberPoolCountries: country codes must not be empty."
+            )
+        if not is_country(country):
+            raise BadRequestException(
+                f"Invalid value for PhoneNumberPoolCountries: {country} is not an ISO 3166-1 "
+                "alpha-2 country code with phone numbers (US, CA, GB, ...)."
+            )
+    return countries
 
 
 def _capabilities(values: list[str]) -> list[str]:
@@ -139,11 +180,7 @@ def ranked_numbers(
 @operation("PutVoiceConnectorProxy")
 def put_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Output:
     expiry = _expiry(context, params["DefaultSessionExpiryMinutes"], "DefaultSessionExpiryMinutes")
-    countries = list(dict.fromkeys(params["PhoneNumberPoolCountries"]))
-    if "" in countries:
-        raise BadRequestException(
-            "Invalid value for PhoneNumberPoolCountries: country codes must not be empty."
-        )
+    countries = _pool_countries(params["PhoneNumberPoolCountries"])
     fallback = params.get("FallBackPhoneNumber")
     values = {
         "default_expiry_minutes": expiry,
@@ -186,13 +223,7 @@ def delete_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Ou
 
 @operation("CreateProxySession")
 def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
-    participants = tuple(
-        participant_member(n, "ParticipantPhoneNumbers") for n in params["ParticipantPhoneNumbers"]
-    )
-    if participants[0] == participants[1]:
-        raise BadRequestException(
-            "Invalid value for ParticipantPhoneNumbers: the two participants must differ."
-        )
+    participants = _participants(params[PARTICIPANT_MEMBER])
     capabilities = _capabilities(params["Capabilities"])
     level = params.get("GeoMatchLevel")
     geo_params = params.get("GeoMatchParams")
@@ -231,14 +262,19 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
             params["ExpiryMinutes"] if expiry_given else config["default_expiry_minutes"],
             "ExpiryMinutes",
         )
-        if proxy.is_connector_number(connection, connector["pk"], participants):
+        if own := proxy.connector_numbers_among(connection, connector["pk"], participants):
+            which = " and ".join(
+                _participant(index) for index, number in enumerate(participants) if number in own
+            )
             raise BadRequestException(
-                "Invalid value for ParticipantPhoneNumbers: a participant is a phone number of "
-                "this voice connector."
+                f"Invalid value for {PARTICIPANT_MEMBER}: {which} "
+                f"{'is a phone number' if len(own) == 1 else 'are phone numbers'} of voice "
+                f"connector {connector['id']}; participants are the people to connect, not its "
+                "proxy numbers."
             )
         proxy.release_expired_routes(connection, connector["pk"], participants, now)
         request = SelectionRequest(
-            participants=participants,  # type: ignore[arg-type]
+            participants=participants,
             capabilities=frozenset(capabilities),
             pool_countries=frozenset(config["countries"].split(",")),
             behavior=behavior or DEFAULT_BEHAVIOR,

@@ -124,6 +124,23 @@ def choose_mode(settings: Settings) -> str:
     return mode
 
 
+def announce_mode(settings: Settings, mode: str, access_keys: int) -> None:
+    """The log line that says which authentication mode is active."""
+    if mode == "strict":
+        log.info(
+            "authentication: strict SigV4 verification",
+            extra={"auth": mode, "access_keys": access_keys},
+        )
+    elif is_loopback(settings.host):
+        log.info("authentication: open (any caller, loopback only)", extra={"auth": mode})
+    else:
+        log.warning(
+            "authentication: open on a non-loopback address: anyone who can reach "
+            f"{settings.host} can act as any account",
+            extra={"auth": mode},
+        )
+
+
 class Authenticator:
     """Resolves (account, region) for each request; verifies signatures in strict mode."""
 
@@ -136,27 +153,24 @@ class Authenticator:
         self.verifier = SigV4Verifier(service="chime")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Authenticator:
-        """Choose the mode, load the credentials file and say in the log which mode is active."""
+    def from_settings(cls, settings: Settings, *, announce: bool = True) -> Authenticator:
+        """Choose the mode and load the credentials file; with `announce`, say in the log which
+        mode is active (the command line does it once, first, for all its processes)."""
         mode = choose_mode(settings)
         credentials: dict[str, Credential] = {}
         if settings.credentials:
             credentials = load_credentials(settings.credentials)
+        authenticator = cls(settings, mode, credentials)
+        if announce:
+            authenticator.announce(settings)
+        return authenticator
+
+    def announce(self, settings: Settings) -> None:
+        """Say in the log which mode is active, then warn of a credentials file others can
+        read."""
+        announce_mode(settings, self.mode, len(self.credentials))
+        if settings.credentials:
             _warn_if_readable_by_others(settings.credentials)
-        if mode == "strict":
-            log.info(
-                "authentication: strict SigV4 verification",
-                extra={"auth": mode, "access_keys": len(credentials)},
-            )
-        elif is_loopback(settings.host):
-            log.info("authentication: open (any caller, loopback only)", extra={"auth": mode})
-        else:
-            log.warning(
-                "authentication: open on a non-loopback address: anyone who can reach "
-                f"{settings.host} can act as any account",
-                extra={"auth": mode},
-            )
-        return cls(settings, mode, credentials)
 
     def account_for(self, access_key_id: str) -> str:
         """The account of an access key: 12 digits are the account, else the file's mapping."""

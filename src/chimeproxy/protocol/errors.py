@@ -46,12 +46,19 @@ ServiceUnavailableException = _error("ServiceUnavailableException", "ServiceUnav
 # Errors AWS's front door answers before any operation runs (not in the model).
 UnknownOperationException = _error("UnknownOperationException", "UnknownOperation", 404)
 NotImplementedOperation = _error("NotImplementedException", "NotImplemented", 501)
+# Authentication errors: their Code is the error type itself, as AWS's front door answers, so
+# that SDKs reading the body's Code (the AWS SDK for JavaScript v2) and those reading
+# x-amzn-ErrorType (botocore, the JavaScript v3 SDK) report the same error.
 MissingAuthenticationTokenException = _error(
-    "MissingAuthenticationTokenException", "MissingAuthenticationToken", 403
+    "MissingAuthenticationTokenException", "MissingAuthenticationTokenException", 403
 )
-UnrecognizedClientException = _error("UnrecognizedClientException", "UnrecognizedClient", 403)
-InvalidSignatureException = _error("InvalidSignatureException", "InvalidSignature", 403)
-IncompleteSignatureException = _error("IncompleteSignatureException", "IncompleteSignature", 400)
+UnrecognizedClientException = _error(
+    "UnrecognizedClientException", "UnrecognizedClientException", 403
+)
+InvalidSignatureException = _error("InvalidSignatureException", "InvalidSignatureException", 403)
+IncompleteSignatureException = _error(
+    "IncompleteSignatureException", "IncompleteSignatureException", 400
+)
 RequestEntityTooLargeException = _error(
     "RequestEntityTooLargeException", "RequestEntityTooLarge", 413
 )

@@ -74,6 +74,19 @@ class DatabaseUnavailable(Exception):
     """The database did not do the work, and a retry may succeed (unreachable, busy, too slow,
     a lost connection); the message says which, for the HTTP layer's 503 answer."""
 
+    @property
+    def detail(self) -> str:
+        """The database's own words for what went wrong (the driver's first line), for logs
+        and the command line; the message when there are none."""
+        cause = getattr(self.__cause__, "orig", None) or self.__cause__ or self
+        text = str(cause).strip()
+        return text.splitlines()[0] if text else type(cause).__name__
+
+
+class DatabaseConfigurationError(ValueError):
+    """The database cannot be used as configured (a driver is missing); the message says what
+    to do."""
+
 
 class Database:
     """One engine per process; SQLite in WAL mode or PostgreSQL with a connection pool."""
@@ -91,7 +104,13 @@ class Database:
                 )
             self.engine = _sqlite_engine(url, synchronous)
         elif self.dialect == "postgresql":
-            self.engine = _postgresql_engine(parsed)
+            try:
+                self.engine = _postgresql_engine(parsed)
+            except ImportError as exc:
+                raise DatabaseConfigurationError(
+                    "PostgreSQL needs the psycopg driver, which is not installed: "
+                    "pip install 'chimeproxy[postgres]'"
+                ) from exc
         else:
             raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
 
@@ -100,7 +119,10 @@ class Database:
         return make_url(self.url).render_as_string(hide_password=True)
 
     def upgrade(self) -> None:
-        """Apply every migration not applied yet; safe when several processes start at once."""
+        """Apply every migration not applied yet; safe when several processes start at once.
+        A database already at the latest schema is only read (so a read-only one starts)."""
+        if not self.pending_migrations():
+            return
         with self._guard(), self._connect(immediate=True) as connection, connection.begin():
             if self.dialect == "postgresql":
                 # DDL is transactional in PostgreSQL: the second process waits here, then finds

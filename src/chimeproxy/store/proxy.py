@@ -135,11 +135,12 @@ def candidate_numbers(
     return rows
 
 
-def is_connector_number(connection: Connection, connector_pk: int, numbers: Iterable[str]) -> bool:
-    query = select(
-        exists().where(pn.voice_connector_pk == connector_pk, pn.e164.in_(list(numbers)))
-    )
-    return bool(connection.scalar(query))
+def connector_numbers_among(
+    connection: Connection, connector_pk: int, numbers: Iterable[str]
+) -> set[str]:
+    """Which of `numbers` are phone numbers of the voice connector."""
+    query = select(pn.e164).where(pn.voice_connector_pk == connector_pk, pn.e164.in_(list(numbers)))
+    return set(connection.scalars(query))
 
 
 def release_expired_routes(

@@ -1,0 +1,36 @@
+"""Connections as clients and load balancers hold them: keep-alive between requests."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from chimeproxy.testing import ChimeProxyServer
+from tests.conftest import database_url
+from tests.integration.faults import HEALTH, read_answer, running
+
+
+def test_an_idle_keep_alive_connection_outlives_sdk_idle_times(tmp_path: Path) -> None:
+    """uvicorn's default closed idle connections after 5 s, and the AWS SDK for JavaScript lost
+    calls made on a socket idle about that long; the default is now 75 s, and configurable."""
+    (tmp_path / "short").mkdir()
+    default = ChimeProxyServer(database=database_url(tmp_path), log_path=tmp_path / "a.log")
+    short = ChimeProxyServer(
+        database=database_url(tmp_path / "short"),
+        extra_args=["--keep-alive-timeout", "1"],
+        log_path=tmp_path / "b.log",
+    )
+    with running(default, short):
+        connections = {}
+        for name, server in (("default", default), ("short", short)):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(HEALTH)
+            assert read_answer(sock).startswith(b"HTTP/1.1 200")
+            connections[name] = sock
+        time.sleep(6.5)
+        connections["default"].sendall(HEALTH)
+        assert read_answer(connections["default"]).startswith(b"HTTP/1.1 200")
+        assert connections["short"].recv(1) == b""  # closed by the server after 1 s
+        for sock in connections.values():
+            sock.close()
