@@ -37,7 +37,8 @@ SECURITY_HEADERS = [
     ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # Not no-referrer: with it, browsers send `Origin: null` on the console's own forms.
+    (b"referrer-policy", b"same-origin"),
 ]
 KEY_SETTING = "console_key"
 
@@ -572,7 +573,10 @@ def _with(query: dict[str, str], changes: dict[str, Any]) -> str:
 
 
 def _same_origin(request: Request) -> bool:
-    """A browser's Origin (when it sends one) must be this server's own."""
+    """A browser's Origin (when it sends one) must be this server's own, and its Fetch
+    Metadata (when it sends them) must say the request came from the same origin."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
     origin = request.headers.get("origin")
     if origin is None:
         return True

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, func, or_, select, tuple_, update
+from sqlalchemy import Connection, RowMapping, delete, func, select, tuple_, update
 
 from chimeproxy.domain.lifecycle import ACTIVE
 from chimeproxy.store import expiry
@@ -157,7 +157,7 @@ def record_pool_refusal(
 
 def session_page(
     connection: Connection,
-    pks: Iterable[int],
+    pks: Collection[int],
     *,
     now: int,
     retention_ms: int,
@@ -174,32 +174,63 @@ def session_page(
     One query per connector, each walking ix_proxy_sessions_list (voice connector, created,
     id) in order and stopping after `limit` rows, then merged: the cost is a few pages of index
     per connector whatever the number of sessions (a single query over every connector would
-    have to sort them all)."""
-    found: list[RowMapping] = []
+    have to sort them all). With a participant, the participant indexes find their sessions
+    (a few), which are sorted and cut here instead."""
+    conditions = [expiry.visible(now, retention_ms)]
+    if status is not None:
+        conditions.append(expiry.reads_as(status, now))
+    if name:
+        conditions.append(func.lower(ps.name).contains(name.lower(), autoescape=True))
     newer = after is not None
-    for pk in pks:
-        query = select(proxy_sessions).where(
-            ps.voice_connector_pk == pk, expiry.visible(now, retention_ms)
+    found: list[RowMapping] = []
+    if participant is not None:
+        # No keyset range in SQL: it would lead the planner to walk every session in order.
+        found = _matching(
+            connection, participant, pks, (ps.participant_1, ps.participant_2), conditions
         )
-        if status is not None:
-            query = query.where(expiry.reads_as(status, now))
-        if participant is not None:
-            query = query.where(
-                or_(ps.participant_1 == participant, ps.participant_2 == participant)
-            )
-        if name:
-            query = query.where(func.lower(ps.name).contains(name.lower(), autoescape=True))
+        found = [
+            row
+            for row in found
+            if (after is None or (row["created_at"], row["id"]) > after)
+            and (before is None or (row["created_at"], row["id"]) < before)
+        ]
+    else:
         position = tuple_(ps.created_at, ps.id)
-        if newer:
-            query = query.where(position > tuple_(*after)).order_by(ps.created_at, ps.id)  # type: ignore[misc]
-        else:
-            if before is not None:
-                query = query.where(position < tuple_(*before))
-            query = query.order_by(ps.created_at.desc(), ps.id.desc())
-        found += connection.execute(query.limit(limit)).mappings()
+        for pk in pks:
+            query = select(proxy_sessions).where(ps.voice_connector_pk == pk, *conditions)
+            if newer:
+                query = query.where(position > tuple_(*after)).order_by(ps.created_at, ps.id)  # type: ignore[misc]
+            else:
+                if before is not None:
+                    query = query.where(position < tuple_(*before))
+                query = query.order_by(ps.created_at.desc(), ps.id.desc())
+            found += connection.execute(query.limit(limit)).mappings()
     found.sort(key=lambda row: (row["created_at"], row["id"]), reverse=not newer)
     found = found[:limit]
     return found[::-1] if newer else found
+
+
+def _matching(
+    connection: Connection,
+    number: str,
+    pks: Collection[int],
+    columns: Iterable[Any],
+    conditions: Iterable[Any] = (),
+    limit: int | None = None,
+) -> list[RowMapping]:
+    """Sessions of `pks` where any of `columns` is `number` (one indexed look-up per column),
+    newest first."""
+    found: dict[int, RowMapping] = {}
+    for column in columns:
+        query = select(proxy_sessions).where(
+            column == number, ps.voice_connector_pk.in_(list(pks)), *conditions
+        )
+        if limit is not None:
+            query = query.order_by(ps.created_at.desc()).limit(limit)
+        for row in connection.execute(query).mappings():
+            found[row["pk"]] = row
+    rows = sorted(found.values(), key=lambda r: (r["created_at"], r["id"]), reverse=True)
+    return rows[:limit] if limit is not None else rows
 
 
 def find_session(
@@ -238,22 +269,8 @@ def sessions_of_number(
 ) -> list[RowMapping]:
     """Visible sessions where `number` is a participant or the proxy number, newest first
     (three indexed look-ups: participant_1, participant_2, proxy_number)."""
-    found: dict[int, RowMapping] = {}
-    for column in (ps.participant_1, ps.participant_2, ps.proxy_number):
-        query = (
-            select(proxy_sessions)
-            .where(
-                column == number,
-                ps.voice_connector_pk.in_(list(pks)),
-                expiry.visible(now, retention_ms),
-            )
-            .order_by(ps.created_at.desc())
-            .limit(limit)
-        )
-        for row in connection.execute(query).mappings():
-            found[row["pk"]] = row
-    rows = sorted(found.values(), key=lambda r: (r["created_at"], r["id"]), reverse=True)
-    return rows[:limit]
+    columns = (ps.participant_1, ps.participant_2, ps.proxy_number)
+    return _matching(connection, number, pks, columns, [expiry.visible(now, retention_ms)], limit)
 
 
 def interactions_of_number(
