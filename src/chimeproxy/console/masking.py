@@ -13,8 +13,9 @@ _SEPARATOR = re.compile(r"[\s\-.]")
 
 def mask(number: str | None) -> str:
     """`+12065550150` -> `+1 206 ***-0150`: the country code, the first group (the area code
-    where there is one) and the last four digits stay; every other digit is a star. A value that
-    is no phone number (an anonymous caller) keeps only its last four digits."""
+    where there is one) and the last four digits stay, every other digit (at least three) is a
+    star. A value that is no phone number (an anonymous caller) keeps only its last four
+    digits."""
     if not number:
         return ""
     try:
@@ -27,12 +28,18 @@ def mask(number: str | None) -> str:
         return _stars(number, keep=4)
     separator = _SEPARATOR.search(national)
     digits = sum(c.isdigit() for c in national)
-    if separator is None or digits - separator.start() < 4:
-        # No grouping known: keep up to three leading digits, never overlapping the last four.
-        head = min(3, max(0, digits - 6))
-        first, rest = national[:head], national[head:]
+    if separator is None:
+        first, gap, rest = national[:3], "", national[3:]
     else:
-        first, rest = national[: separator.start()], national[separator.end() :]
+        first, gap, rest = (
+            national[: separator.start()],
+            separator.group(),
+            national[separator.end() :],
+        )
+    # At least three digits stay hidden: a short number keeps less of its first group.
+    head = min(len(first), max(0, digits - 7))
+    if head < len(first):
+        first, rest = first[:head], first[head:] + gap + rest
     masked = _stars(rest, keep=4)
     return f"{country} {first} {masked}" if first else f"{country} {masked}"
 
