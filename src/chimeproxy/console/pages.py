@@ -172,6 +172,7 @@ def _session(row: RowMapping | dict[str, Any], connector: Any, now: int) -> dict
     shape["Region"] = connector["region"]
     shape["ConnectorName"] = connector["name"]
     shape["ExpiresAt"] = row["expires_at"]
+    shape["ExpiryMinutesEffective"] = row["expiry_minutes"]
     shape["ProxyPhoneNumber"] = row["proxy_number"]
     return shape
 
