@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +47,26 @@ def write_credentials(directory: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
-    directory = tmp_path_factory.mktemp("console")
+@contextmanager
+def strict_server(directory: Path) -> Iterator[ChimeProxyServer]:
+    """A strict-mode server knowing Alice's and Bob's keys, over a fresh database."""
     database = database_url(directory)
     server = ChimeProxyServer(
         database=database,
         extra_args=["--credentials", str(write_credentials(directory))],
         log_path=directory / "server.log",
     ).start()
-    yield server
-    server.stop()
-    drop_test_database(database)
+    try:
+        yield server
+    finally:
+        server.stop()
+        drop_test_database(database)
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
+    with strict_server(tmp_path_factory.mktemp("console")) as server:
+        yield server
 
 
 def client_of(server: ChimeProxyServer, key: tuple[str, str, str]) -> Any:
@@ -573,18 +582,12 @@ def test_screenshots_of_every_page(browser: Any, alice_api: Any, strict: ChimePr
 
 
 def test_the_sessions_page_over_10000_sessions_answers_within_300_ms(tmp_path: Path) -> None:
-    database = database_url(tmp_path)
-    server = ChimeProxyServer(
-        database=database,
-        extra_args=["--credentials", str(write_credentials(tmp_path))],
-        log_path=tmp_path / "server.log",
-    ).start()
-    try:
+    with strict_server(tmp_path) as server:
         api = client_of(server, ALICE)
         connector, pool = proxy_connector(api, pool=10)
         quiet, _ = proxy_connector(api, pool=1)
-        seed_sessions(database, connector, pool, 10_000)
-        seed_sessions(database, quiet, pool[:1], 100)
+        seed_sessions(server.database, connector, pool, 10_000)
+        seed_sessions(server.database, quiet, pool[:1], 100)
         headers = http_sign_in(server, ALICE)
         participant = "+12065550150"
         timings: dict[str, list[float]] = {}
@@ -619,9 +622,6 @@ def test_the_sessions_page_over_10000_sessions_answers_within_300_ms(tmp_path: P
             if '"operation":"ConsoleSessions"' in line
         ]
         assert statistics.median(logged) < 300, logged
-    finally:
-        server.stop()
-        drop_test_database(database)
 
 
 def seed_sessions(database: str, connector_id: str, pool: list[str], count: int) -> None:

@@ -15,6 +15,7 @@ from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164
 from chimeproxy.services import Services
 from chimeproxy.store import console as store
 from chimeproxy.store import interactions as interaction_store
+from chimeproxy.store import phone_numbers as phone_number_store
 from chimeproxy.store import stats
 from chimeproxy.store.catalog import revision as catalog_revision
 
@@ -227,10 +228,12 @@ def numbers(
     mine = scope(connection, viewer)
     connector = mine.by_id(query.get("connector"))
     after = query.get("after") or None
-    rows = store.numbers_page(
+    rows = phone_number_store.page(
         connection,
         viewer.account,
         viewer.region,
+        status=None,
+        product_type=None,
         connector_pk=connector["pk"] if connector is not None else None,
         after=after,
         limit=NUMBERS_PAGE + 1,

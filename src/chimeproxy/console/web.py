@@ -80,9 +80,9 @@ class Console:
             ("GET", "/console/", "ConsoleOverview", self._page(self._overview)),
             ("GET", "/console/sessions", "ConsoleSessions", self._page(self._sessions)),
             ("GET", session, "ConsoleSession", self._page(self._session)),
-            ("GET", session + "/close", "ConsoleConfirmClose", self._page(self._confirm)),
+            ("GET", session + "/close", "ConsoleConfirmClose", self._page(self._session)),
             ("POST", session + "/close", "ConsoleClose", self._page(self._close)),
-            ("GET", session + "/delete", "ConsoleConfirmDelete", self._page(self._confirm)),
+            ("GET", session + "/delete", "ConsoleConfirmDelete", self._page(self._session)),
             ("POST", session + "/delete", "ConsoleDelete", self._page(self._delete)),
             ("GET", "/console/find", "ConsoleFind", self._page(self._find)),
             ("GET", "/console/numbers", "ConsoleNumbers", self._page(self._numbers)),
@@ -284,35 +284,21 @@ class Console:
         )
 
     def _session(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
+        """A session's page, or (…/close, …/delete) the confirmation of an action on it."""
         with self.services.db.read() as connection:
             data = pages.session_detail(
                 connection, self.services, viewer, labels["connectorId"], labels["sessionId"]
             )
-        return self._render(
-            viewer,
-            request,
-            "session.html",
-            title="Session",
-            nav="sessions",
-            done=_query(request).get("done"),
-            **data,
-        )
-
-    def _confirm(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
         action = request.raw_path.rsplit("/", 1)[1]
-        with self.services.db.read() as connection:
-            data = pages.session_detail(
-                connection, self.services, viewer, labels["connectorId"], labels["sessionId"]
-            )
+        if action in ("close", "delete"):
+            return self._render(
+                viewer, request, "confirm.html", title=f"{action.title()} session",
+                nav="sessions", action=action, **data,
+            )  # fmt: skip
         return self._render(
-            viewer,
-            request,
-            "confirm.html",
-            title=f"{action.title()} session",
-            nav="sessions",
-            action=action,
-            **data,
-        )
+            viewer, request, "session.html", title="Session", nav="sessions",
+            done=_query(request).get("done"), **data,
+        )  # fmt: skip
 
     def _close(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
         closed = actions.close(self.services, viewer, labels["connectorId"], labels["sessionId"])

@@ -327,30 +327,6 @@ def _interactions() -> Any:
 # Phone numbers.
 
 
-def numbers_page(
-    connection: Connection,
-    account: str,
-    region: str | None,
-    *,
-    connector_pk: int | None,
-    after: str | None,
-    limit: int,
-) -> list[RowMapping]:
-    """The account's numbers by E.164, with their connector's id (ix_phone_numbers_owner)."""
-    query = (
-        select(phone_numbers, vc.id.label("voice_connector_id"))
-        .outerjoin(voice_connectors, vc.pk == pn.voice_connector_pk)
-        .where(pn.account == account)
-    )
-    if region is not None:
-        query = query.where(pn.region == region)
-    if connector_pk is not None:
-        query = query.where(pn.voice_connector_pk == connector_pk)
-    if after is not None:
-        query = query.where(pn.e164 > after)
-    return list(connection.execute(query.order_by(pn.e164).limit(limit)).mappings())
-
-
 def active_sessions_per_number(
     connection: Connection, numbers: Collection[str], now: int
 ) -> dict[str, int]:
