@@ -71,7 +71,14 @@ def position(text: str | None) -> tuple[int, str] | None:
     if not text:
         return None
     at, _, ident = text.partition(":")
-    return (int(at), ident) if at.isdigit() and ident else None
+    if not (at.isdigit() and len(at) <= 15 and 0 < len(ident) <= 64):
+        return None
+    return int(at), ident
+
+
+def instant(text: str | None) -> int | None:
+    """Milliseconds since the epoch from a link or a script; None when absent or not one."""
+    return int(text) if text and text.isdigit() and len(text) <= 15 else None
 
 
 def parse_number(text: str | None) -> str | None:

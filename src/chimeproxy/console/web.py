@@ -333,11 +333,9 @@ class Console:
 
     def _feed(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
         """New interactions for the live view as rendered rows (the page adds unseen ones)."""
-        since = _query(request).get("since", "")
+        since = pages.instant(_query(request).get("since"))
         with self.services.db.read() as connection:
-            data = pages.live(
-                connection, self.services, viewer, int(since) if since.isdigit() else None
-            )
+            data = pages.live(connection, self.services, viewer, since)
         row = self.templates.get_template("_interaction.html").module.row  # type: ignore[attr-defined]
         reveal = viewer.reveal
 
@@ -352,7 +350,7 @@ class Console:
 
     def _scope(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
         form = _form(request)
-        region = form.get("region") or None
+        region = form.get("region", "")[:32] or None
         account = viewer.account
         if self.open_mode and (chosen := form.get("account", "")).isdigit() and len(chosen) == 12:
             account = chosen
