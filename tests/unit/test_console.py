@@ -42,6 +42,11 @@ def test_a_masked_number_never_shows_more_than_its_prefix_and_last_four(number: 
     assert stars >= 3 or national < 7
 
 
+@given(st.from_regex(r"\+1[2-9][0-9]{9}", fullmatch=True))
+def test_the_shortcut_for_nanp_numbers_masks_them_as_their_grouping_does(number: str) -> None:
+    assert masking.mask(number) == masking.grouped(number)
+
+
 def test_reveal_shows_the_whole_number() -> None:
     assert masking.shown("+12065550150", reveal=True) == "+12065550150"
     assert masking.shown("+12065550150", reveal=False) == "+1 206 ***-0150"

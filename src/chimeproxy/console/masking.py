@@ -4,13 +4,16 @@ support screens are seen over shoulders. Pure."""
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
 
 _SEPARATOR = re.compile(r"[\s\-.]")
+_NANP = re.compile(r"\+1([2-9][0-9]{2})[0-9]{3}([0-9]{4})")
 
 
+@lru_cache(maxsize=65_536)
 def mask(number: str | None) -> str:
     """`+12065550150` -> `+1 206 ***-0150`: the country code, the first group (the area code
     where there is one) and the last four digits stay, every other digit (at least three) is a
@@ -18,6 +21,14 @@ def mask(number: str | None) -> str:
     digits."""
     if not number:
         return ""
+    nanp = _NANP.fullmatch(number)
+    if nanp:  # the common case, as grouped() would write it, without its cost
+        return f"+1 {nanp.group(1)} ***-{nanp.group(2)}"
+    return grouped(number)
+
+
+def grouped(number: str) -> str:
+    """`mask` by phonenumbers' grouping of the number in international format."""
     try:
         parsed = phonenumbers.parse(number, None)
     except NumberParseException:

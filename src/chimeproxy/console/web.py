@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
+from sqlalchemy import Connection
 
 from chimeproxy.console import actions, cookies, masking, pages
 from chimeproxy.console.pages import NotFound, Viewer
@@ -42,7 +43,7 @@ SECURITY_HEADERS = [
 ]
 KEY_SETTING = "console_key"
 
-Page = Callable[[Viewer, Request, dict[str, str]], Response]
+Page = Callable[[Viewer, Request, dict[str, str], Connection], Response]
 
 
 def wall_ms() -> int:
@@ -127,7 +128,13 @@ class Console:
             started = time.perf_counter()
 
             def work() -> Response:
-                viewer = self._viewer(request)
+                # One read transaction (one snapshot) for the viewer and the page; actions
+                # write in their own.
+                with self.services.db.read() as connection:
+                    return serve(connection)
+
+            def serve(connection: Connection) -> Response:
+                viewer = self._viewer(request, connection)
                 if viewer is None:
                     return self._not_signed_in(request, feed)
                 if request.method == "POST" and not self._csrf_ok(request, viewer):
@@ -139,18 +146,20 @@ class Console:
                         viewer,
                         request,
                         "message.html",
+                        connection=connection,
                         status=403,
                         title="Refused",
                         message="This form was stale or did not come from the console. "
                         "Reload the page and try again.",
                     )
                 try:
-                    response = page(viewer, request, labels)
+                    response = page(viewer, request, labels, connection)
                 except NotFound as exc:
                     response = self._render(
                         viewer,
                         request,
                         "message.html",
+                        connection=connection,
                         status=404,
                         title="Not found",
                         message=str(exc),
@@ -164,15 +173,14 @@ class Console:
 
         return handle
 
-    def _viewer(self, request: Request) -> Viewer | None:
+    def _viewer(self, request: Request, connection: Connection) -> Viewer | None:
         """The signed-in viewer; in open mode one is signed in at once (the default account)."""
         jar = cookies.read_cookies(request.headers.get("cookie"))
         token = cookies.verified(self.key, jar.get(cookies.COOKIE))
         now = wall_ms()
         row = None
         if token is not None:
-            with self.services.db.read() as connection:
-                row = store.find_sign_in(connection, cookies.token_hash(token), now)
+            row = store.find_sign_in(connection, cookies.token_hash(token), now)
         set_cookies = []
         if row is None:
             if not self.open_mode:
@@ -238,6 +246,7 @@ class Console:
         request: Request,
         template: str,
         *,
+        connection: Connection | None = None,
         status: int = 200,
         **context: Any,
     ) -> Response:
@@ -259,9 +268,8 @@ class Console:
             "accounts": [],
             "nav": "",
         }
-        if viewer is not None:
-            with self.services.db.read() as connection:
-                base |= pages.scope_choices(connection, viewer, self.open_mode)
+        if viewer is not None and connection is not None:
+            base |= pages.scope_choices(connection, viewer, self.open_mode)
         body = self.templates.get_template(template).render(base | context)
         response = Response(status, body.encode())
         response.headers.append(HTML)
@@ -269,38 +277,67 @@ class Console:
 
     # Pages.
 
-    def _overview(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
-        with self.services.db.read() as connection:
-            data = pages.overview(connection, self.services, viewer)
+    def _overview(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
+        data = pages.overview(connection, self.services, viewer)
         return self._render(
-            viewer, request, "overview.html", title="Overview", nav="overview", **data
+            viewer,
+            request,
+            "overview.html",
+            connection=connection,
+            title="Overview",
+            nav="overview",
+            **data,
         )
 
-    def _sessions(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
-        with self.services.db.read() as connection:
-            data = pages.session_list(connection, self.services, viewer, _query(request))
+    def _sessions(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
+        data = pages.session_list(connection, self.services, viewer, _query(request))
         return self._render(
-            viewer, request, "sessions.html", title="Sessions", nav="sessions", **data
+            viewer,
+            request,
+            "sessions.html",
+            connection=connection,
+            title="Sessions",
+            nav="sessions",
+            **data,
         )
 
-    def _session(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
+    def _session(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
         """A session's page, or (…/close, …/delete) the confirmation of an action on it."""
-        with self.services.db.read() as connection:
-            data = pages.session_detail(
-                connection, self.services, viewer, labels["connectorId"], labels["sessionId"]
-            )
+        data = pages.session_detail(
+            connection, self.services, viewer, labels["connectorId"], labels["sessionId"]
+        )
         action = request.raw_path.rsplit("/", 1)[1]
         if action in ("close", "delete"):
             return self._render(
-                viewer, request, "confirm.html", title=f"{action.title()} session",
-                nav="sessions", action=action, **data,
-            )  # fmt: skip
+                viewer,
+                request,
+                "confirm.html",
+                connection=connection,
+                title=f"{action.title()} session",
+                nav="sessions",
+                action=action,
+                **data,
+            )
         return self._render(
-            viewer, request, "session.html", title="Session", nav="sessions",
-            done=_query(request).get("done"), **data,
-        )  # fmt: skip
+            viewer,
+            request,
+            "session.html",
+            connection=connection,
+            title="Session",
+            nav="sessions",
+            done=_query(request).get("done"),
+            **data,
+        )
 
-    def _close(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
+    def _close(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
         closed = actions.close(self.services, viewer, labels["connectorId"], labels["sessionId"])
         log.info(
             "console closed a session" if closed else "console close: session was closed",
@@ -308,7 +345,9 @@ class Console:
         )
         return _redirect(_session_path(labels) + "?done=" + ("closed" if closed else "unchanged"))
 
-    def _delete(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
+    def _delete(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
         actions.delete(self.services, viewer, labels["connectorId"], labels["sessionId"])
         log.info(
             "console deleted a session",
@@ -316,26 +355,48 @@ class Console:
         )
         return _redirect("/console/sessions?done=deleted")
 
-    def _find(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
-        with self.services.db.read() as connection:
-            data = pages.find(connection, self.services, viewer, _query(request))
-        return self._render(viewer, request, "find.html", title="Find a number", nav="find", **data)
+    def _find(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
+        data = pages.find(connection, self.services, viewer, _query(request))
+        return self._render(
+            viewer,
+            request,
+            "find.html",
+            connection=connection,
+            title="Find a number",
+            nav="find",
+            **data,
+        )
 
-    def _numbers(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
-        with self.services.db.read() as connection:
-            data = pages.numbers(connection, self.services, viewer, _query(request))
-        return self._render(viewer, request, "numbers.html", title="Numbers", nav="numbers", **data)
+    def _numbers(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
+        data = pages.numbers(connection, self.services, viewer, _query(request))
+        return self._render(
+            viewer,
+            request,
+            "numbers.html",
+            connection=connection,
+            title="Numbers",
+            nav="numbers",
+            **data,
+        )
 
-    def _live(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
-        with self.services.db.read() as connection:
-            data = pages.live(connection, self.services, viewer, None)
-        return self._render(viewer, request, "live.html", title="Live", nav="live", **data)
+    def _live(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
+        data = pages.live(connection, self.services, viewer, None)
+        return self._render(
+            viewer, request, "live.html", connection=connection, title="Live", nav="live", **data
+        )
 
-    def _feed(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
+    def _feed(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
         """New interactions for the live view as rendered rows (the page adds unseen ones)."""
         since = pages.instant(_query(request).get("since"))
-        with self.services.db.read() as connection:
-            data = pages.live(connection, self.services, viewer, since)
+        data = pages.live(connection, self.services, viewer, since)
         row = self.templates.get_template("_interaction.html").module.row  # type: ignore[attr-defined]
         reveal = viewer.reveal
 
@@ -348,7 +409,9 @@ class Console:
         ]
         return Response.json(200, {"now": data["now"], "rows": rows})
 
-    def _scope(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
+    def _scope(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
         form = _form(request)
         region = form.get("region", "")[:32] or None
         account = viewer.account
@@ -364,7 +427,11 @@ class Console:
         started = time.perf_counter()
 
         def work() -> Response:
-            if self.open_mode or self._viewer(request) is not None:
+            if self.open_mode:
+                return _redirect(_local(_query(request).get("next")))
+            with self.services.db.read() as connection:
+                signed_in = self._viewer(request, connection) is not None
+            if signed_in:
                 return _redirect(_local(_query(request).get("next")))
             return self._sign_in_page(request)
 
@@ -477,7 +544,9 @@ class Console:
 
         return _finish(await self.services.db.run(work, self.settings.db_deadline), started)
 
-    def _sign_out(self, viewer: Viewer, request: Request, labels: dict[str, str]) -> Response:
+    def _sign_out(
+        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+    ) -> Response:
         with self.services.db.write() as connection:
             store.end_sign_in(connection, viewer.token_hash)
         log.info("console sign-out", extra=self._who(viewer, request))
