@@ -3,6 +3,7 @@ scoped to the viewer's account (and region, when one is chosen)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,10 @@ STATUSES = tuple(SessionStatus)
 # An interaction commits a moment after its start time: the live view asks again for this much
 # of the past, and the page skips rows it already shows.
 LIVE_OVERLAP_MS = 10_000
+
+
+# What a page reads: (connection, services, viewer, query) -> the template's data.
+Reader = Callable[[Connection, Services, "Viewer", dict[str, str]], dict[str, Any]]
 
 
 class NotFound(Exception):
@@ -93,7 +98,9 @@ def parse_number(text: str | None) -> str | None:
         return None
 
 
-def overview(connection: Connection, services: Services, viewer: Viewer) -> dict[str, Any]:
+def overview(
+    connection: Connection, services: Services, viewer: Viewer, query: dict[str, str]
+) -> dict[str, Any]:
     now = services.clock.now_ms()
     mine = scope(connection, viewer)
     pks = mine.pks
@@ -267,10 +274,12 @@ def numbers(
 
 
 def live(
-    connection: Connection, services: Services, viewer: Viewer, since: int | None
+    connection: Connection, services: Services, viewer: Viewer, query: dict[str, str]
 ) -> dict[str, Any]:
-    """The newest interactions (since `since`, less the overlap; else within retention)."""
+    """The newest interactions (since the query's `since`, less the overlap; else within
+    retention)."""
     now = services.clock.now_ms()
+    since = instant(query.get("since"))
     mine = scope(connection, viewer)
     start = since - LIVE_OVERLAP_MS if since is not None else now - services.settings.retention_ms
     rows = store.recent_interactions(connection, mine.pks, start, PAGE)

@@ -76,18 +76,23 @@ class Console:
     def endpoints(self) -> list[tuple[str, str, Endpoint]]:
         """(method, path template, endpoint) of each console endpoint."""
         session = "/console/sessions/{connectorId}/{sessionId}"
+        overview = self._view("overview.html", "Overview", pages.overview)
+        sessions = self._view("sessions.html", "Sessions", pages.session_list)
+        find = self._view("find.html", "Find a number", pages.find)
+        numbers = self._view("numbers.html", "Numbers", pages.numbers)
+        live = self._view("live.html", "Live", pages.live)
         pages_: list[tuple[str, str, str, Any]] = [
             ("GET", "/console", "ConsoleRedirect", self._redirect_root),
-            ("GET", "/console/", "ConsoleOverview", self._page(self._overview)),
-            ("GET", "/console/sessions", "ConsoleSessions", self._page(self._sessions)),
+            ("GET", "/console/", "ConsoleOverview", self._page(overview)),
+            ("GET", "/console/sessions", "ConsoleSessions", self._page(sessions)),
             ("GET", session, "ConsoleSession", self._page(self._session)),
             ("GET", session + "/close", "ConsoleConfirmClose", self._page(self._session)),
             ("POST", session + "/close", "ConsoleClose", self._page(self._close)),
             ("GET", session + "/delete", "ConsoleConfirmDelete", self._page(self._session)),
             ("POST", session + "/delete", "ConsoleDelete", self._page(self._delete)),
-            ("GET", "/console/find", "ConsoleFind", self._page(self._find)),
-            ("GET", "/console/numbers", "ConsoleNumbers", self._page(self._numbers)),
-            ("GET", "/console/live", "ConsoleLive", self._page(self._live)),
+            ("GET", "/console/find", "ConsoleFind", self._page(find)),
+            ("GET", "/console/numbers", "ConsoleNumbers", self._page(numbers)),
+            ("GET", "/console/live", "ConsoleLive", self._page(live)),
             ("GET", "/console/live/feed", "ConsoleLiveFeed", self._page(self._feed, feed=True)),
             ("POST", "/console/scope", "ConsoleScope", self._page(self._scope)),
             ("GET", "/console/signin", "ConsoleSignInForm", self._sign_in_form),
@@ -277,33 +282,19 @@ class Console:
 
     # Pages.
 
-    def _overview(
-        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
-    ) -> Response:
-        data = pages.overview(connection, self.services, viewer)
-        return self._render(
-            viewer,
-            request,
-            "overview.html",
-            connection=connection,
-            title="Overview",
-            nav="overview",
-            **data,
-        )
+    def _view(self, template: str, title: str, read: pages.Reader) -> Page:
+        """A page that shows what `read(connection, services, viewer, query)` gives."""
 
-    def _sessions(
-        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
-    ) -> Response:
-        data = pages.session_list(connection, self.services, viewer, _query(request))
-        return self._render(
-            viewer,
-            request,
-            "sessions.html",
-            connection=connection,
-            title="Sessions",
-            nav="sessions",
-            **data,
-        )
+        def page(
+            viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
+        ) -> Response:
+            data = read(connection, self.services, viewer, _query(request))
+            nav = template.removesuffix(".html")
+            return self._render(
+                viewer, request, template, connection=connection, title=title, nav=nav, **data
+            )
+
+        return page
 
     def _session(
         self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
@@ -355,48 +346,11 @@ class Console:
         )
         return _redirect("/console/sessions?done=deleted")
 
-    def _find(
-        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
-    ) -> Response:
-        data = pages.find(connection, self.services, viewer, _query(request))
-        return self._render(
-            viewer,
-            request,
-            "find.html",
-            connection=connection,
-            title="Find a number",
-            nav="find",
-            **data,
-        )
-
-    def _numbers(
-        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
-    ) -> Response:
-        data = pages.numbers(connection, self.services, viewer, _query(request))
-        return self._render(
-            viewer,
-            request,
-            "numbers.html",
-            connection=connection,
-            title="Numbers",
-            nav="numbers",
-            **data,
-        )
-
-    def _live(
-        self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
-    ) -> Response:
-        data = pages.live(connection, self.services, viewer, None)
-        return self._render(
-            viewer, request, "live.html", connection=connection, title="Live", nav="live", **data
-        )
-
     def _feed(
         self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
     ) -> Response:
         """New interactions for the live view as rendered rows (the page adds unseen ones)."""
-        since = pages.instant(_query(request).get("since"))
-        data = pages.live(connection, self.services, viewer, since)
+        data = pages.live(connection, self.services, viewer, _query(request))
         row = self.templates.get_template("_interaction.html").module.row  # type: ignore[attr-defined]
         reveal = viewer.reveal
 
