@@ -92,6 +92,7 @@ def browser() -> Iterator[Any]:
     chromedriver = require_tool("chromedriver")
     try:
         from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         if IN_CI:
@@ -107,8 +108,12 @@ def browser() -> Iterator[Any]:
         options.add_argument(flag)
     profile = tempfile.TemporaryDirectory(prefix="chimeproxy-chromium-")
     options.add_argument(f"--user-data-dir={profile.name}")
-    # The system's chromedriver: Selenium never downloads a browser or a driver.
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    # The system's chromedriver: Selenium never downloads a browser or a driver. A loaded
+    # machine sometimes fails a browser's first start: one more try.
+    try:
+        driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    except WebDriverException:
+        driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     driver.set_window_size(1280, 800)
     try:
         yield driver
@@ -130,7 +135,9 @@ def sign_in(
     assert "/console/signin" in browser.current_url
     browser.find_element(*by("#access_key_id")).send_keys(key[0])
     browser.find_element(*by("#secret_access_key")).send_keys(secret or key[1])
+    form = browser.find_element(*by("html"))
     browser.find_element(*by(".signin button[type=submit]")).click()
+    wait(browser, staleness_of(form))  # the answer's page has replaced the form
 
 
 @pytest.fixture
@@ -139,6 +146,12 @@ def alice(browser: Any, strict: ChimeProxyServer) -> Any:
     sign_in(browser, strict, ALICE)
     assert browser.current_url.endswith("/console/"), browser.page_source[:2000]
     return browser
+
+
+def staleness_of(element: Any) -> Any:
+    from selenium.webdriver.support.expected_conditions import staleness_of
+
+    return staleness_of(element)
 
 
 def wait(browser: Any, condition: Any, timeout: float = 15.0) -> Any:
