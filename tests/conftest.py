@@ -76,15 +76,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServe
     drop_test_database(database)
 
 
+def write_credentials(directory: Path, *rows: tuple[str, str, str]) -> Path:
+    """A credentials file of (access key id, secret, account) rows in `directory`, readable
+    only by its owner, as the docs ask."""
+    path = directory / "credentials.csv"
+    path.write_text(
+        "access_key_id,secret_access_key,account_id\n"
+        + "".join(f"{k},{s},{a}\n" for k, s, a in rows)
+    )
+    path.chmod(0o600)
+    return path
+
+
 def start_strict_server(
     directory: Path, key: str, secret: str, account: str, *extra_args: str
 ) -> ChimeProxyServer:
     """A server in strict SigV4 mode that knows one access key, over a fresh database."""
-    credentials = directory / "credentials.csv"
-    credentials.write_text(
-        f"access_key_id,secret_access_key,account_id\n{key},{secret},{account}\n"
-    )
-    credentials.chmod(0o600)
+    credentials = write_credentials(directory, (key, secret, account))
     return ChimeProxyServer(
         database=database_url(directory),
         extra_args=["--credentials", str(credentials), *extra_args],

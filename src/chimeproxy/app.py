@@ -21,6 +21,7 @@ import orjson
 
 from chimeproxy import __version__, logs, sweeper
 from chimeproxy.clock import Clock
+from chimeproxy.console.web import Console
 from chimeproxy.dataplane.endpoints import Dataplane
 from chimeproxy.domain.selection import PoolExhausted
 from chimeproxy.events import EventSink, NullSink, WebhookSink
@@ -101,6 +102,7 @@ class ChimeProxyApp:
         )
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self.dataplane = Dataplane(self.services)
+        self.console = Console(self.services, self.access.authenticator)
         self.operations = {
             name: Endpoint(name, Access.SIGV4, self._operation) for name in OPERATIONS
         }
@@ -127,7 +129,7 @@ class ChimeProxyApp:
         )
         table.add("GET", SESSION_LISTING, listing)
         table.add("GET", CONNECTOR_LISTING, listing)
-        for method, template, endpoint in self.dataplane.endpoints():
+        for method, template, endpoint in [*self.dataplane.endpoints(), *self.console.endpoints()]:
             table.add(method, template, endpoint)
         return table
 
@@ -210,6 +212,7 @@ class ChimeProxyApp:
             headers=headers,
             body=b"",
             client_host=client[0] if client else None,
+            scheme=scope.get("scheme", "http"),
         )
         try:
             if header_bytes > MAX_HEADER_BYTES:
@@ -281,6 +284,9 @@ class ChimeProxyApp:
             response = Response.error(error)
             if isinstance(error.__cause__, PoolExhausted):
                 self.metrics.pool_exhausted(request)
+                await self.console.pool_refused(
+                    request.account, request.region, request.labels.get("voiceConnectorId", "")
+                )
         except DatabaseUnavailable as exc:
             # The store says why (unreachable, busy, too slow); the client may retry.
             response = Response.error(ServiceUnavailableException(str(exc)))

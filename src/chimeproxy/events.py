@@ -23,8 +23,10 @@ from typing import Any, Protocol
 
 import orjson
 
+from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.httpclient import HttpError, post
 from chimeproxy.protocol.serializer import format_timestamp
+from chimeproxy.shapes import with_iso_timestamps
 
 log = logging.getLogger("chimeproxy.events")
 
@@ -40,6 +42,19 @@ SIGNATURE_HEADER = "X-Chimeproxy-Signature"
 ATTEMPT_TIMEOUT_SECONDS = 5.0
 MAX_ATTEMPTS = 6
 FIRST_RETRY_DELAY_SECONDS = 0.5
+
+
+def announce_session(
+    sink: EventSink, event_type: str, session: dict[str, Any], *, account: str, region: str
+) -> None:
+    """Publish a change of a session (its API shape): an update that closed it is announced as
+    `session.closed` too. The API and the console both announce through here."""
+    if not sink.enabled:
+        return
+    data = with_iso_timestamps(session)
+    sink.publish(event_type, data, account=account, region=region)
+    if event_type == SESSION_UPDATED and session["Status"] == SessionStatus.CLOSED:
+        sink.publish(SESSION_CLOSED, data, account=account, region=region)
 
 
 def sign(secret: str, body: bytes) -> str:

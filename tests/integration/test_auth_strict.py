@@ -25,23 +25,12 @@ import pytest
 from chimeproxy.operations import load_operations
 from chimeproxy.operations.registry import OPERATIONS
 from chimeproxy.testing import ChimeProxyServer, free_port
-from tests.conftest import IN_CI, database_url, make_client
+from tests.conftest import IN_CI, database_url, make_client, write_credentials
 from tests.integration.helpers import assert_refused, client_for, refused
 
 ALICE = ("AKIDALICE00000000001", "alice-secret-key/+=", "111111111111")
 BOB = ("AKIDBOB0000000000002", "bob-secret-key", "222222222222")
 AMZ = "%Y%m%dT%H%M%SZ"
-
-
-def write_credentials(directory: Path, *rows: tuple[str, str, str]) -> Path:
-    """A credentials file readable only by its owner, as the docs ask."""
-    path = directory / "credentials.csv"
-    path.write_text(
-        "access_key_id,secret_access_key,account_id\n"
-        + "".join(f"{k},{s},{a}\n" for k, s, a in rows)
-    )
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from botocore.credentials import Credentials
 from chimeproxy.store.database import Database
 from chimeproxy.store.schema import metadata
 from chimeproxy.testing import ChimeProxyServer
-from tests.conftest import database_url
+from tests.conftest import database_url, write_credentials
 from tests.integration.helpers import assert_refused, client_for, decide, new_session, person
 
 ALPHA = ("AKIDALPHA", "alpha-secret", "111122223333")
@@ -29,11 +29,7 @@ BETA = ("AKIDBETA", "beta-secret", "444455556666")
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChimeProxyServer]:
     directory = tmp_path_factory.mktemp("strict")
-    credentials = directory / "credentials.csv"
-    credentials.write_text(
-        "access_key_id,secret_access_key,account_id\n"
-        + "".join(f"{key},{secret},{account}\n" for key, secret, account in (ALPHA, BETA))
-    )
+    credentials = write_credentials(directory, ALPHA, BETA)
     running = ChimeProxyServer(
         database=database_url(directory),
         extra_args=["--auth", "strict", "--credentials", str(credentials)],

@@ -120,6 +120,8 @@ FORBIDDEN = {
     # the API and the data plane are siblings: what both need lives below them
     "operations": {"dataplane", "console", "app", "cli"},
     "dataplane": {"operations", "console", "app", "cli"},
+    # the console is the API's sibling at assembly level: it reads the store and speaks HTTP
+    "console": {"operations", "dataplane", "app", "cli", "sweeper", "metrics", "testing"},
 }  # fmt: skip
 
 
@@ -133,6 +135,18 @@ def test_a_layer_imports_only_what_it_may(package: str) -> None:
         if layer(target) in FORBIDDEN[package]
     ]
     assert broken == []
+
+
+def test_only_the_application_imports_the_console() -> None:
+    broken = [
+        f"{source} imports {target}"
+        for source, targets in EDGES.items()
+        if layer(source) not in ("console", "app")
+        for target in targets
+        if layer(target) == "console"
+    ]
+    assert broken == []
+    assert "chimeproxy.console.web" in EDGES["chimeproxy.app"]
 
 
 def test_the_domain_imports_only_the_domain() -> None:

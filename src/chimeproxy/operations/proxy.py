@@ -414,13 +414,12 @@ def delete_proxy_session(context: Context, params: dict[str, Any]) -> Output:
 
 
 def _announce(context: Context, event_type: str, session: dict[str, Any]) -> dict[str, Any]:
-    """Publish a session change (an update that closed the session is announced as closed
-    too); answers `session` unchanged."""
-    sink = context.services.events
-    if sink.enabled:
-        data = shapes.with_iso_timestamps(session)
-        where = {"account": context.account, "region": context.region}
-        sink.publish(event_type, data, **where)
-        if event_type == events.SESSION_UPDATED and session["Status"] == SessionStatus.CLOSED:
-            sink.publish(events.SESSION_CLOSED, data, **where)
+    """Publish a session change; answers `session` unchanged."""
+    events.announce_session(
+        context.services.events,
+        event_type,
+        session,
+        account=context.account,
+        region=context.region,
+    )
     return session

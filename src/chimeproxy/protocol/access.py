@@ -31,7 +31,19 @@ class AccessControl:
         if access is Access.ROUTE_SECRET:
             self._require_route_secret(request)
             return DATA_PLANE
+        if access is Access.CONSOLE and self.authenticator.mode == "open":
+            self._require_loopback_for_console(request)
         return f"address:{request.client_host}"
+
+    @staticmethod
+    def _require_loopback_for_console(request: Request) -> None:
+        """Open mode signs every console visitor in as the default account: only the
+        machine's own users may be that trusted."""
+        if request.client_host is None or not is_loopback(request.client_host):
+            raise ForbiddenException(
+                "In open mode the console answers loopback callers only; start the server "
+                "with --credentials to sign in to it from other hosts."
+            )
 
     def _require_route_secret(self, request: Request) -> None:
         """The route secret when the server has one (header, or the password of HTTP Basic

@@ -20,6 +20,8 @@ class Access(StrEnum):
     NONE = "none"  # anyone (health, metrics; SNS messages carry their own signature)
     ROUTE_SECRET = "route-secret"  # the SIP edge and SMS webhooks: the route secret, or loopback
     SIGV4 = "sigv4"  # API callers: as the server's --auth mode says
+    # The operator console: its own signed-in sessions (console/); in open mode loopback only.
+    CONSOLE = "console"
 
 
 EndpointHandler = Callable[[Request, dict[str, str]], Awaitable[Response]]

@@ -19,6 +19,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     client_host: str | None
+    scheme: str = "http"  # "https" behind TLS (uvicorn reads a trusted proxy's X-Forwarded-Proto)
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     account: str = ""
     region: str = ""

@@ -67,7 +67,7 @@ def find_many(
 def page(
     connection: Connection,
     account: str,
-    region: str,
+    region: str | None,
     *,
     status: str | None,
     product_type: str | None,
@@ -75,7 +75,10 @@ def page(
     after: str | None,
     limit: int,
 ) -> list[RowMapping]:
-    query = _with_connector().where(pn.account == account, pn.region == region)
+    """A page of the account's numbers by E.164 (of `region`, else every region: the console)."""
+    query = _with_connector().where(pn.account == account)
+    if region is not None:
+        query = query.where(pn.region == region)
     if status is not None:
         query = query.where(pn.status == status)
     if product_type is not None:

@@ -156,6 +156,8 @@ proxy_sessions = Table(
     # The data plane's "did this caller have a (now closed) session on this number" look-up.
     Index("ix_proxy_sessions_participant_1", "participant_1", "proxy_number"),
     Index("ix_proxy_sessions_participant_2", "participant_2", "proxy_number"),
+    # The console's "find a number" for a proxy number.
+    Index("ix_proxy_sessions_proxy_number", "proxy_number", "created_at"),
 )
 
 # The routing invariant, enforced by the database: one row per participant of each active
@@ -227,6 +229,9 @@ interactions = Table(
     Index("ix_interactions_session", "session_pk", "started_at", "id"),
     Index("ix_interactions_connector", "voice_connector_pk", "started_at", "id"),
     Index("ix_interactions_started", "started_at"),
+    # The console's "find a number": a caller's contacts, a proxy number's contacts.
+    Index("ix_interactions_caller", "caller", "started_at"),
+    Index("ix_interactions_proxy_number", "proxy_number", "started_at"),
 )
 
 # Who sent an opt-out keyword (STOP, ...) to which proxy number: messages relayed from that
@@ -237,6 +242,37 @@ sms_opt_outs = Table(
     Column("proxy_number", String(16), primary_key=True),
     Column("phone_number", String(16), primary_key=True),
     Column("created_at", BigInteger, nullable=False),
+)
+
+# CreateProxySession refusals because the pool was exhausted for the participants, for the
+# console's chart; a connector's rows older than two days go when a new one is recorded.
+pool_refusals = Table(
+    "pool_refusals",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "voice_connector_pk",
+        Integer,
+        ForeignKey("voice_connectors.pk", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("refused_at", BigInteger, nullable=False),
+    Index("ix_pool_refusals_connector", "voice_connector_pk", "refused_at"),
+)
+
+# Signed-in console users (src/chimeproxy/console/): the cookie carries a random token, the
+# table its SHA-256, so signing out (deleting the row) makes the cookie worthless everywhere.
+# Times are the real wall clock in milliseconds, never the --clock-control one.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account", String(12), nullable=False),
+    Column("access_key_id", String(128)),  # None in open mode
+    Column("region", String(32)),  # the region shown; None: every region
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_console_sessions_expires", "expires_at"),
 )
 
 # Allocation reads a connector's numbers in the selection's general order (least recently

@@ -3,9 +3,10 @@ proxy-number pool in use."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, and_, func, select, true
 
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.phone_numbers import PhoneNumberStatus
@@ -59,21 +60,37 @@ def database_snapshot(connection: Connection, now: int) -> Snapshot:
     ).all():
         sessions[status] = sessions.get(status, 0) + count
 
+    return Snapshot(sessions, list(pool_use(connection, now).values()))
+
+
+def pool_use(
+    connection: Connection, now: int, connector_pks: Collection[int] | None = None
+) -> dict[int, PoolUse]:
+    """Pool use of each voice connector (of `connector_pks`, else all) that has a proxy
+    configuration, by connector pk."""
+
+    def among(column: ColumnElement[int]) -> ColumnElement[bool]:
+        return column.in_(list(connector_pks)) if connector_pks is not None else true()
+
     configured = connection.execute(
-        select(vc.pk, vc.account, vc.id, pc.countries).join(
-            proxy_configs, pc.voice_connector_pk == vc.pk
-        )
+        select(vc.pk, vc.account, vc.id, pc.countries)
+        .join(proxy_configs, pc.voice_connector_pk == vc.pk)
+        .where(among(vc.pk))
     ).all()
     if not configured:
-        return Snapshot(sessions)
+        return {}
     numbers: dict[tuple[int, str], int] = {}
     for pk, country, count in connection.execute(
         select(pn.voice_connector_pk, pn.country, func.count())
-        .where(pn.status == PhoneNumberStatus.ASSIGNED, pn.voice_connector_pk.is_not(None))
+        .where(
+            pn.status == PhoneNumberStatus.ASSIGNED,
+            pn.voice_connector_pk.is_not(None),
+            among(pn.voice_connector_pk),
+        )
         .group_by(pn.voice_connector_pk, pn.country)
     ):
         numbers[(pk, country)] = count
-    live = expiry.route_live(now)
+    live = and_(expiry.route_live(now), among(ar.voice_connector_pk))
     in_use: dict[tuple[int, str], int] = {}
     for pk, country, count in connection.execute(
         select(ar.voice_connector_pk, pn.country, func.count(ar.proxy_number.distinct()))
@@ -106,7 +123,7 @@ def database_snapshot(connection: Connection, now: int) -> Snapshot:
             )
         ).all()
     )
-    pools = []
+    pools = {}
     for pk, account, connector_id, countries in configured:
         pool = PoolUse(account, connector_id)
         for country in countries.split(","):
@@ -114,5 +131,5 @@ def database_snapshot(connection: Connection, now: int) -> Snapshot:
             pool.in_use += in_use.get((pk, country), 0)
         pool.active_sessions = routes.get(pk, 0) // 2
         pool.busiest_participant = busiest.get(pk, 0)
-        pools.append(pool)
-    return Snapshot(sessions, pools)
+        pools[pk] = pool
+    return pools

@@ -1,0 +1,69 @@
+// chimeproxy console: expiry countdowns and the live view's polling. Everything works without
+// it except those two; nothing here builds markup from data (rows arrive rendered and escaped).
+"use strict";
+(function () {
+  const loaded = Date.now();
+
+  function span(ms) {
+    const s = Math.max(0, Math.floor(ms / 1000));
+    if (s < 60) return s + " s";
+    const m = Math.floor(s / 60);
+    if (m < 60) return m + " min " + String(s % 60).padStart(2, "0") + " s";
+    const h = Math.floor(m / 60);
+    if (h < 48) return h + " h " + String(m % 60).padStart(2, "0") + " min";
+    return Math.floor(h / 24) + " d " + (h % 24) + " h";
+  }
+
+  function countdowns() {
+    const items = document.querySelectorAll(".countdown[data-remaining-ms]");
+    if (!items.length) return;
+    const tick = function () {
+      const gone = Date.now() - loaded;
+      items.forEach(function (el) {
+        const left = Number(el.dataset.remainingMs) - gone;
+        el.textContent = left > 0 ? span(left) : "now (reload to see it closed)";
+      });
+    };
+    tick();
+    setInterval(tick, 1000);
+  }
+
+  function live() {
+    const box = document.getElementById("live");
+    if (!box) return;
+    const body = box.querySelector("tbody");
+    const state = document.getElementById("live-state");
+    const seen = new Set(Array.from(body.querySelectorAll("tr[data-id]"), function (r) { return r.dataset.id; }));
+    let since = Number(box.dataset.now);
+    const feed = box.dataset.feed;
+    const poll = function () {
+      const url = feed + (feed.indexOf("?") < 0 ? "?" : "&") + "since=" + since;
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) {
+          if (r.status === 401) { window.location.assign("/console/signin"); throw new Error("signed out"); }
+          return r.json();
+        })
+        .then(function (data) {
+          since = data.now;
+          const fresh = data.rows.filter(function (row) { return !seen.has(row.id); });
+          // Oldest first, each inserted at the top: the newest ends up first.
+          fresh.reverse().forEach(function (row) {
+            seen.add(row.id);
+            const t = document.createElement("tbody");
+            t.innerHTML = row.html;  // rendered and escaped by the server's templates
+            body.insertBefore(t.firstElementChild, body.firstChild);
+          });
+          if (fresh.length) {
+            const empty = box.querySelector("[data-empty]");
+            if (empty) empty.remove();
+            state.textContent = " — " + fresh.length + " new";
+          }
+        })
+        .catch(function () {})
+        .finally(function () { setTimeout(poll, 2000); });
+    };
+    setTimeout(poll, 2000);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { countdowns(); live(); });
+})();
