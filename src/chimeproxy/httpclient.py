@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import ssl
 import urllib.error
 import urllib.request
@@ -77,7 +78,8 @@ def fetch(url: str, *, timeout: float, limit: int = 64 * 1024) -> bytes:
     try:
         with _OPENER.open(request, timeout=timeout) as answer:
             return answer.read(limit)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    # http.client.HTTPException: a connection closed or garbled mid-answer (not an OSError).
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         raise HttpError(f"GET failed: {exc.__class__.__name__}") from exc
 
 
@@ -91,5 +93,6 @@ def post_blocking(url: str, body: bytes, headers: dict[str, str], *, timeout: fl
             return answer.status
     except urllib.error.HTTPError as exc:
         return exc.code
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    # http.client.HTTPException: a connection closed or garbled mid-answer (not an OSError).
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         raise HttpError(f"POST failed: {exc.__class__.__name__}") from exc

@@ -60,14 +60,19 @@ def tcp_port_free(host: str, port: int) -> bool:
     return True
 
 
+def _xdist_worker() -> int:
+    """This pytest-xdist worker's number (0 without xdist)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return int(worker) if worker.isdigit() else 0
+
+
 _media_blocks = itertools.count()
 
 
 def next_media_ports(size: int = 100) -> str:
     """A block of media ports no other edge of this test run uses (each pytest-xdist worker
     has its own range), so that concurrent edges' rtpengines and media filters never overlap."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    base = 20000 + (int(worker) if worker.isdigit() else 0) % 8 * 4000
+    base = 20000 + _xdist_worker() % 8 * 4000
     low = base + (next(_media_blocks) * size) % 4000
     return f"{low}-{low + size - 1}"
 
@@ -171,6 +176,12 @@ class SipEdge:
     @property
     def log_path(self) -> Path:
         return self.directory / "edge.log"
+
+    @property
+    def media_port_range(self) -> range:
+        """The ports this edge's rtpengine relays from (other tests' edges use others)."""
+        low, high = (int(port) for port in self.media_ports.split("-"))
+        return range(low, high + 1)
 
     @property
     def metrics_url(self) -> str:
@@ -474,8 +485,12 @@ class Session:
 
 
 def participants() -> tuple[str, str]:
-    n = next(_numbers)
-    return f"+120655501{n:02d}", f"+141555501{n:02d}"
+    """A fresh pair, unique in the whole test run: the phones of tests running beside this one
+    (other pytest-xdist workers) share the loopback addresses a capture sees, so a capture
+    searched for this test's numbers must never find theirs."""
+    n = next(_numbers) % 1000
+    worker = _xdist_worker() % 10
+    return f"+1206555{worker}{n:03d}", f"+1415555{worker}{n:03d}"
 
 
 def open_session(client: Any, capabilities: tuple[str, ...] = ("Voice",), **create: Any) -> Session:

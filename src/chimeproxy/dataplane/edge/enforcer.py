@@ -22,6 +22,9 @@ log = logging.getLogger("chimeproxy.sip_edge.calls")
 INTERVAL_SECONDS = 1.0
 BATCH = 1000
 TIMEOUT_SECONDS = 5.0
+# Kamailio's dialog states: 3 confirmed without ACK yet, 4 confirmed (1, 2: not answered yet;
+# 5: ended).
+ANSWERED_STATES = (3, 4)
 
 
 class SessionEnforcer:
@@ -30,6 +33,9 @@ class SessionEnforcer:
         self.url = f"{service_url}/_chimeproxy/calls/check"
         self.headers = service_headers(route_secret)
         self.ended = 0
+        # Calls told to end and still listed (their BYE transactions take a moment): they are
+        # told again on the next pass, should the first BYE have been lost, but counted once.
+        self._ending: set[str] = set()
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -38,6 +44,8 @@ class SessionEnforcer:
                 self.check_once()
             except (RpcError, OSError, ValueError) as exc:
                 log.debug("calls not checked this time", extra={"problem": str(exc)})
+            except Exception:  # never let one bad answer stop calls from ending with sessions
+                log.exception("calls not checked this time")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -47,9 +55,14 @@ class SessionEnforcer:
         calls: dict[str, tuple[int, int]] = {}
         for dialog in self.rpc.dialogs():
             interaction_id = dialog["variables"].get("iid")
+            # Kamailio can BYE only an answered call: one still ringing is checked again once
+            # answered (at most INTERVAL_SECONDS later) and ended then.
+            if dialog.get("state") not in ANSWERED_STATES:
+                continue
             if interaction_id and dialog.get("h_entry") is not None:
                 calls[str(interaction_id)] = (int(dialog["h_entry"]), int(dialog["h_id"]))
         ids = list(calls)
+        self._ending &= calls.keys()
         ended = 0
         for start in range(0, len(ids), BATCH):
             for item in self._ask(ids[start : start + BATCH]):
@@ -61,6 +74,9 @@ class SessionEnforcer:
                 except RpcError as exc:  # it ended meanwhile
                     log.debug("call already gone", extra={"problem": str(exc)})
                     continue
+                if interaction_id in self._ending:
+                    continue
+                self._ending.add(interaction_id)
                 ended += 1
                 log.info(
                     "call ended",

@@ -47,6 +47,8 @@ class ReportDelivery:
                 self.deliver_due()
             except sqlite3.Error as exc:
                 log.warning("report queue unreadable; will try again", extra={"problem": str(exc)})
+            except Exception:  # a report must never stop the ones after it from being delivered
+                log.exception("end-of-call reports not delivered this time; will try again")
             self._stopping.wait(POLL_SECONDS)
 
     def stop(self) -> None:
