@@ -224,7 +224,7 @@ def _prepare_database(settings: DatabaseSettings | Settings) -> str | None:
     from chimeproxy.store.database import Database, DatabaseConfigurationError, DatabaseUnavailable
 
     try:
-        database = Database(settings.database)
+        database = Database(settings.database, log_failures=False)
     except DatabaseConfigurationError as exc:
         return str(exc)
     try:
@@ -236,7 +236,7 @@ def _prepare_database(settings: DatabaseSettings | Settings) -> str | None:
                 "`chimeproxy db upgrade --database URL`, or start without --no-migrate"
             )
     except DatabaseUnavailable as exc:
-        return f"{database.describe()}: {exc.detail}"
+        return f"{database.describe()}: {exc.reason}"
     finally:
         database.dispose()
     return None
@@ -284,14 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     from chimeproxy.store.database import Database, DatabaseUnavailable
 
-    database = Database(database_settings.database)
+    database = Database(database_settings.database, log_failures=False)
     if args.command == "db":
         print(f"database {database.describe()} is at the latest schema")
         return 0
     try:
         return _numbers(args, database)
     except DatabaseUnavailable as exc:
-        print(f"chimeproxy: {database.describe()}: {exc.detail}", file=sys.stderr)
+        print(f"chimeproxy: {database.describe()}: {exc.reason}", file=sys.stderr)
         return 1
     finally:
         database.dispose()
