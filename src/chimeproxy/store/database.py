@@ -93,6 +93,15 @@ _UNAVAILABLE_MESSAGES = {
 }
 
 
+def database_files(url: str, pool_size: int) -> int:
+    """The most files a process's database connections hold open (pool, overflow, probe)."""
+    if make_url(url).get_backend_name() == "sqlite":
+        connections = SQLITE_POOL_SIZE + SQLITE_POOL_OVERFLOW + PROBE_CONNECTIONS
+        return connections * FILES_PER_CONNECTION["sqlite"]
+    connections = pool_size + POOL_OVERFLOW + PROBE_CONNECTIONS
+    return connections * FILES_PER_CONNECTION["postgresql"]
+
+
 class WriteConflict(Exception):
     """A row the transaction relied on was changed by a concurrent writer: run it again."""
 

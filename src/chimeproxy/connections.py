@@ -1,0 +1,236 @@
+"""Limits on connections, so that idle or excess connections can never take the file
+descriptors that health checks and real requests need:
+
+- a header timeout: a connection that has not sent a whole request's headers within
+  `--header-timeout` seconds of opening (or of its idle keep-alive period ending) is closed;
+- a maximum of open connections per process (`--max-connections`): past it, a connection may
+  still ask for health or readiness, and any other request is answered 503 with Retry-After and
+  closed; past it by OVERFLOW_CONNECTIONS more, a connection is closed as soon as it opens;
+- the open-files limit checked at start-up against what those settings need, and raised up to
+  the hard limit when it is below.
+
+uvicorn has none of the first (a connection that sends nothing is kept forever), and its
+`limit_concurrency` answers 503 to health checks too, so the limits live in a subclass of its
+HTTP protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from chimeproxy.logs import EpisodeLog
+from chimeproxy.protocol.errors import ServiceUnavailableException
+from chimeproxy.protocol.http import Response
+
+log = logging.getLogger("chimeproxy.connections")
+
+# Connections above --max-connections still accepted, for long enough to read their request:
+# health and readiness checks get through a server that is full; the others are told 503.
+OVERFLOW_CONNECTIONS = 64
+# How long such a connection may take to send its request headers.
+OVERFLOW_HEADER_TIMEOUT_S = 1.0
+# What a process holds open besides connections and database files: standard streams,
+# listening sockets, the event loop's own descriptors, worker pipes, metrics files, outgoing
+# HTTP clients (events, SMS), imported modules being read.
+BASE_FILES = 64
+DEFAULT_MAX_CONNECTIONS = 10_000
+# The smallest limit worth starting with: below it, the open-files limit is far too low.
+MIN_MAX_CONNECTIONS = 16
+EXEMPT_PATHS = frozenset({"/_chimeproxy/health", "/_chimeproxy/ready"})
+RETRY_AFTER_S = 1
+
+_episodes = EpisodeLog(log)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout: float
+    max_connections: int
+
+
+# The open-files arithmetic.
+
+
+def files_needed(max_connections: int, database_files: int) -> int:
+    """Open files one process needs: its connections (with those above the limit it still
+    reads), its database's files, and the rest (BASE_FILES)."""
+    return max_connections + OVERFLOW_CONNECTIONS + database_files + BASE_FILES
+
+
+def connections_allowed(file_limit: int, database_files: int) -> int:
+    """The most connections a process can hold within `file_limit` open files."""
+    return file_limit - OVERFLOW_CONNECTIONS - database_files - BASE_FILES
+
+
+@dataclass(frozen=True, slots=True)
+class FilePlan:
+    soft_limit: int  # the soft limit to set (the current one when nothing changes)
+    max_connections: int
+    warning: str | None
+
+
+def plan_files(soft: int, hard: int, database_files: int, max_connections: int | None) -> FilePlan:
+    """The soft open-files limit to run with (raised towards the hard limit when the settings
+    need more), the connection limit (what the files allow when not given), and a warning when
+    the settings need more than the hard limit allows. RLIM_INFINITY reads as unlimited."""
+    unlimited = resource.RLIM_INFINITY
+    wanted = max_connections or DEFAULT_MAX_CONNECTIONS
+    needed = files_needed(wanted, database_files)
+    new_soft = soft
+    if soft != unlimited and soft < needed:
+        new_soft = needed if hard == unlimited else min(hard, needed)
+    if max_connections is None:
+        allowed = wanted if new_soft == unlimited else connections_allowed(new_soft, database_files)
+        chosen = max(MIN_MAX_CONNECTIONS, min(wanted, allowed))
+        warning = None
+        if allowed < MIN_MAX_CONNECTIONS:
+            warning = (
+                f"the open-files limit ({new_soft}) leaves room for only {max(allowed, 0)} "
+                f"connections; raise it (ulimit -n, systemd LimitNOFILE=) to at least "
+                f"{files_needed(MIN_MAX_CONNECTIONS, database_files)}"
+            )
+        return FilePlan(new_soft, chosen, warning)
+    warning = None
+    if new_soft != unlimited and new_soft < needed:
+        warning = (
+            f"the open-files limit ({new_soft}) is below the {needed} that --max-connections "
+            f"{max_connections} needs ({max_connections} connections + {OVERFLOW_CONNECTIONS} "
+            f"over the limit + {database_files} database files + {BASE_FILES} others): raise "
+            f"it (ulimit -n, systemd LimitNOFILE=) or lower --max-connections to "
+            f"{max(connections_allowed(new_soft, database_files), 1)}"
+        )
+    return FilePlan(new_soft, max_connections, warning)
+
+
+def apply_file_limit(database_files: int, max_connections: int | None) -> int:
+    """Raise this process's soft open-files limit as far as the settings need and the hard
+    limit allows (worker processes inherit it), warn when that is not enough; the connection
+    limit to use."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    plan = plan_files(soft, hard, database_files, max_connections)
+    if plan.soft_limit != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (plan.soft_limit, hard))
+        except (ValueError, OSError) as exc:
+            log.warning(f"could not raise the open-files limit to {plan.soft_limit}: {exc}")
+            plan = plan_files(soft, soft, database_files, max_connections)
+        else:
+            log.info(
+                "raised the open-files limit",
+                extra={"from": soft, "to": plan.soft_limit, "hard": hard},
+            )
+    if plan.warning:
+        log.warning(plan.warning)
+    return plan.max_connections
+
+
+# The protocol.
+
+
+async def _refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The answer to a request over the connection limit: 503 in the API's wire format, and
+    the connection closed, so that SDKs retry (on another server behind a load balancer)."""
+    response = Response.error(
+        ServiceUnavailableException(
+            "The server has too many open connections; retry the request.",
+            headers=[(b"retry-after", str(RETRY_AFTER_S).encode())],
+        )
+    )
+    headers = [
+        *response.headers,
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(response.body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header timeout and a connection limit (see the
+    module's docstring)."""
+
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.over_limit = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        already_open = len(self.connections)
+        super().connection_made(transport)
+        if already_open >= self.limits.max_connections + OVERFLOW_CONNECTIONS:
+            _episodes.occurred(
+                "connections_closed",
+                "closed connections at once: the process has "
+                f"{self.limits.max_connections} connections and {OVERFLOW_CONNECTIONS} more "
+                "waiting to be refused (--max-connections)",
+                level=logging.WARNING,
+            )
+            transport.close()
+            return
+        self.over_limit = already_open >= self.limits.max_connections
+        self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # Between requests (idle after keep-alive), the first bytes of the next one start its
+        # header clock; uvicorn's keep-alive timer stops when they arrive.
+        if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._await_headers()
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._stop_header_timer()
+        super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self.over_limit:
+            # One answer, then the connection closes: it must not keep an overflow place.
+            cycle.keep_alive = False
+            if cycle.scope["path"] not in EXEMPT_PATHS:
+                _episodes.occurred(
+                    "connections_refused",
+                    "answered 503 to requests over --max-connections "
+                    f"{self.limits.max_connections}",
+                    level=logging.WARNING,
+                )
+                app = _refuse
+        super()._start_asgi_task(cycle, app)
+
+    def _await_headers(self) -> None:
+        timeout = OVERFLOW_HEADER_TIMEOUT_S if self.over_limit else self.limits.header_timeout
+        self.header_timer = self.loop.call_later(timeout, self._header_timeout)
+
+    def _stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _header_timeout(self) -> None:
+        self.header_timer = None
+        if not self.transport.is_closing():
+            _episodes.occurred(
+                "connections_shed",
+                "closed connections that sent no whole request headers within "
+                f"--header-timeout {self.limits.header_timeout:g} s",
+                level=logging.WARNING,
+            )
+            self.transport.close()
+
+
+def protocol_factory(limits: ConnectionLimits) -> Callable[..., LimitedHttpProtocol]:
+    """What uvicorn's `http` option takes: a protocol class, here bound to the limits (a
+    partial, so that it travels to worker processes by pickling)."""
+    return functools.partial(LimitedHttpProtocol, limits=limits)
