@@ -175,6 +175,14 @@ def serve(settings: Settings) -> int:
     )
     assert settings.max_connections is not None
     limits = connections.ConnectionLimits(settings.header_timeout, settings.max_connections)
+    connections.log.info(
+        "connection limits",
+        extra={
+            "max_connections": limits.max_connections,
+            "header_timeout": limits.header_timeout,
+            "open_files": connections.open_files_limit(),
+        },
+    )
     workers.remove_dead_metrics_directories()
     options: dict[str, Any] = {
         "host": settings.host,

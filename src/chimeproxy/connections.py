@@ -5,9 +5,15 @@ descriptors that health checks and real requests need:
   `--header-timeout` seconds of opening (or of its idle keep-alive period ending) is closed;
 - a maximum of open connections per process (`--max-connections`): past it, a connection may
   still ask for health or readiness, and any other request is answered 503 with Retry-After and
-  closed; past it by OVERFLOW_CONNECTIONS more, a connection is closed as soon as it opens;
+  closed; past it by OVERFLOW_CONNECTIONS more, the connection that has been idle longest (no
+  request in progress) is closed to make room, so a flood of idle connections cannot lock out
+  a health check; with none idle, the new connection is closed as soon as it opens;
 - the open-files limit checked at start-up against what those settings need, and raised up to
-  the hard limit when it is below.
+  the hard limit when it is below;
+- under load, requests start in batches of START_BATCH per turn of the event loop, and health
+  and readiness at once: a burst of 2,000 requests all read in one turn would otherwise run
+  before the loop reads another socket (SQLite work runs on the loop), and a health check
+  arriving behind them waited 2-3 s.
 
 uvicorn has none of the first (a connection that sends nothing is kept forever), and its
 `limit_concurrency` answers 503 to health checks too, so the limits live in a subclass of its
@@ -20,6 +26,7 @@ import asyncio
 import functools
 import logging
 import resource
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +52,19 @@ DEFAULT_MAX_CONNECTIONS = 10_000
 # The smallest limit worth starting with: below it, the open-files limit is far too low.
 MIN_MAX_CONNECTIONS = 16
 EXEMPT_PATHS = frozenset({"/_chimeproxy/health", "/_chimeproxy/ready"})
+# Requests started per turn of the event loop once START_BATCH are in progress: small enough
+# that a turn stays in the tens of milliseconds, large enough not to slow a busy server.
+START_BATCH = 32
 RETRY_AFTER_S = 1
 
 _episodes = EpisodeLog(log)
+# Requests read but not started yet (see START_BATCH), oldest first, and whether a turn of the
+# loop will start some.
+_waiting: deque[tuple[LimitedHttpProtocol, Any, Any]] = deque()
+_starting = False
+# This process's connections with no request in progress, longest idle first (a dict keeps
+# insertion order: a connection that becomes idle again goes to the end).
+_idle: dict[LimitedHttpProtocol, None] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +127,12 @@ def plan_files(soft: int, hard: int, database_files: int, max_connections: int |
     return FilePlan(new_soft, max_connections, warning)
 
 
+def open_files_limit() -> int:
+    """This process's soft open-files limit (-1: unlimited)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return -1 if soft == resource.RLIM_INFINITY else soft
+
+
 def apply_file_limit(database_files: int, max_connections: int | None) -> int:
     """Raise this process's soft open-files limit as far as the settings need and the hard
     limit allows (worker processes inherit it), warn when that is not enough; the connection
@@ -168,21 +191,38 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         already_open = len(self.connections)
         super().connection_made(transport)
         if already_open >= self.limits.max_connections + OVERFLOW_CONNECTIONS:
+            idlest = next(iter(_idle), None)
+            if idlest is None:
+                _episodes.occurred(
+                    "connections_closed",
+                    f"closed new connections at once: {already_open} open, every one busy "
+                    f"(--max-connections {self.limits.max_connections})",
+                    level=logging.WARNING,
+                )
+                transport.close()
+                return
             _episodes.occurred(
-                "connections_closed",
-                "closed connections at once: the process has "
-                f"{self.limits.max_connections} connections and {OVERFLOW_CONNECTIONS} more "
-                "waiting to be refused (--max-connections)",
+                "connections_evicted",
+                "closed the longest idle connections to make room for new ones "
+                f"(--max-connections {self.limits.max_connections})",
                 level=logging.WARNING,
             )
-            transport.close()
-            return
+            idlest.transport.close()
+            _idle.pop(idlest, None)
         self.over_limit = already_open >= self.limits.max_connections
+        _idle[self] = None
         self._await_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
+        _idle.pop(self, None)
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        idle = self.cycle is None or self.cycle.response_complete  # no pipelined request next
+        if idle and not self.transport.is_closing():
+            _idle[self] = None  # idle again, and the newest of the idle
 
     def data_received(self, data: bytes) -> None:
         # Between requests (idle after keep-alive), the first bytes of the next one start its
@@ -193,6 +233,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._stop_header_timer()
+        _idle.pop(self, None)
         super().on_headers_complete()
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
@@ -207,7 +248,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                     level=logging.WARNING,
                 )
                 app = _refuse
-        super()._start_asgi_task(cycle, app)
+        exempt = cycle.scope["path"] in EXEMPT_PATHS
+        if exempt or (not _waiting and len(self.tasks) < START_BATCH):
+            super()._start_asgi_task(cycle, app)
+            return
+        global _starting
+        _waiting.append((self, cycle, app))
+        if not _starting:
+            _starting = True
+            self.loop.call_soon(_start_batch)
 
     def _await_headers(self) -> None:
         timeout = OVERFLOW_HEADER_TIMEOUT_S if self.over_limit else self.limits.header_timeout
@@ -228,6 +277,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 level=logging.WARNING,
             )
             self.transport.close()
+
+
+def _start_batch() -> None:
+    """Start the next START_BATCH waiting requests; the rest in the loop's next turn, after it
+    has read its sockets again."""
+    global _starting
+    for _ in range(min(START_BATCH, len(_waiting))):
+        protocol, cycle, app = _waiting.popleft()
+        HttpToolsProtocol._start_asgi_task(protocol, cycle, app)
+    if _waiting:
+        asyncio.get_running_loop().call_soon(_start_batch)
+    else:
+        _starting = False
 
 
 def protocol_factory(limits: ConnectionLimits) -> Callable[..., LimitedHttpProtocol]:
