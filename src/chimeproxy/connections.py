@@ -26,6 +26,7 @@ import asyncio
 import functools
 import logging
 import resource
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,6 +170,7 @@ async def _refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
     )
     headers = [
         *response.headers,
+        (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
         (b"content-type", b"application/json"),
         (b"content-length", str(len(response.body)).encode()),
         (b"connection", b"close"),

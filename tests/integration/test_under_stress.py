@@ -343,7 +343,7 @@ def test_two_servers_starting_together_keep_their_metrics_and_remove_only_dead_o
             wait_until(lambda s=server: s.log().count('"chimeproxy ready"') == 2, "both up")
         for count, server in enumerate(servers, start=5):
             for _ in range(count):
-                httpx.get(f"{server.url}/voice-connectors/none0000000000000000000")
+                httpx.get(f"{server.url}/voice-connectors/unknown000000000000000")
         for count, server in enumerate(servers, start=5):
             text = httpx.get(f"{server.url}/_chimeproxy/metrics").text
             line = (
