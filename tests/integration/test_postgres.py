@@ -33,7 +33,7 @@ from chimeproxy.store.schema import (
     server_settings,
     voice_connectors,
 )
-from chimeproxy.testing import ChimeProxyServer, free_port
+from chimeproxy.testing import ChimeProxyServer, free_port, postgres_admin_url
 from tests.conftest import BACKEND, make_client
 from tests.integration.helpers import (
     assert_refused,
@@ -477,7 +477,8 @@ def test_a_read_only_database_shows_as_degraded_and_recovers_by_itself(
     name = make_url(database).database
 
     def read_only(on: bool) -> None:
-        with psycopg.connect(libpq(database), autocommit=True) as admin:
+        # From another database: this one refuses ALTER DATABASE while it is read-only.
+        with psycopg.connect(libpq(postgres_admin_url()), autocommit=True) as admin:
             admin.execute(
                 f'ALTER DATABASE "{name}" SET default_transaction_read_only = '
                 + ("on" if on else "off")
