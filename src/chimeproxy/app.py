@@ -197,7 +197,9 @@ class ChimeProxyApp:
                         f"start-up failed: {cause or type(exc).__name__}",
                         exc_info=None if expected else exc,
                     )
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    # No message: uvicorn would log it again, as the client-facing words
+                    # ("retry the request") rather than the cause.
+                    await send({"type": "lifespan.startup.failed", "message": ""})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

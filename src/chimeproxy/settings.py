@@ -493,7 +493,7 @@ class Settings:
         help="database work done at once per process, each in a thread holding one connection "
         "(PostgreSQL requests; on SQLite only the sweeper)",
         parse=optional(integer(1, 1000)),
-        shown_default="--db-pool-size",
+        shown_default="one per --db-pool-size connection",
     )
     # Set by the application, not by a flag: which account and region unsigned requests act as.
     default_account: str = "123456789012"

@@ -522,7 +522,11 @@ def test_a_server_started_on_a_dead_database_exits_saying_why(workers: int, tmp_
     )
     with pytest.raises(RuntimeError, match="exited at start"):
         server.start()
-    assert "Connection refused" in server.log()
+    # One line with the cause and the driver's words: no traceback, no "retry the request".
+    lines = server.log().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"chimeproxy: {dead}: unavailable: "), lines
+    assert "Connection refused" in lines[0] and "retry" not in lines[0]
 
 
 def test_connections_killed_mid_load_cost_at_most_a_503_and_never_half_a_session(
