@@ -156,6 +156,8 @@ class Database:
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
+        # Engines over the same database: the handlers' pool, and the health probe's own.
+        self._new_engine: Callable[..., Engine]
         if self.dialect == "sqlite":
             synchronous = sqlite_synchronous.upper()
             if synchronous not in SQLITE_SYNCHRONOUS:

@@ -208,7 +208,7 @@ class DatabaseHealth:
                 self._unavailable = (now, cause)
         if self.count is not None:
             self.count(cause.value)
-        doing = "write" if writing else "read"
+        doing = "write" if writing else "request"
         self.episodes.occurred(
             cause.value,
             f"database {doing} failed, {cause.words}: {failure.detail}",
