@@ -136,7 +136,8 @@ def create_app_from_env() -> Any:
     settings = Settings(**orjson.loads(os.environ[SETTINGS_ENV]))
     # A worker is a fresh interpreter (spawned): it logs as the parent does only if told to.
     logs.configure(settings.log_level)
-    workers.die_with_parent(int(os.environ[workers.SUPERVISOR_ENV]), GRACEFUL_SHUTDOWN_S + 5)
+    if supervisor := os.environ.get(workers.SUPERVISOR_ENV):  # set by `serve --workers N`
+        workers.die_with_parent(int(supervisor), GRACEFUL_SHUTDOWN_S + 5)
     return ChimeProxyApp(settings, announce=False)  # the parent said it, first
 
 
