@@ -514,6 +514,44 @@ def test_a_read_only_database_shows_as_degraded_and_recovers_by_itself(
         server.stop()
 
 
+@pytest.mark.parametrize("threads", [4, 12])
+def test_a_process_serves_as_many_requests_at_once_as_it_has_database_threads(
+    threads: int, database: str, tmp_path: Path
+) -> None:
+    """Requests held by a lock pile up in the database, as many at once as --db-threads allows
+    (asyncio's default executor held them to about 6 per process, whatever the pool); the rest
+    wait their turn and are served when the lock goes."""
+    server = ChimeProxyServer(
+        database=database,
+        extra_args=["--db-pool-size", str(threads)],  # --db-threads follows it
+        log_path=tmp_path / "server.log",
+    ).start()
+    try:
+        connector_id = make_client(server.url).create_voice_connector(
+            Name="held", RequireEncryption=False
+        )["VoiceConnector"]["VoiceConnectorId"]
+        answers: list[int] = []
+        with psycopg.connect(libpq(database)) as holder:
+            holder.execute("LOCK TABLE voice_connectors IN ACCESS EXCLUSIVE MODE")
+
+            def get() -> None:
+                answer = httpx.get(f"{server.url}/voice-connectors/{connector_id}", timeout=30)
+                answers.append(answer.status_code)
+
+            callers = [threading.Thread(target=get) for _ in range(threads + 6)]
+            for caller in callers:
+                caller.start()
+            wait_until(lambda: waiting_on_locks(database) == threads, f"{threads} waiting", 10)
+            time.sleep(0.5)  # the others had time to reach the database, had threads allowed
+            assert waiting_on_locks(database) == threads
+            holder.rollback()
+        for caller in callers:
+            caller.join()
+        assert answers == [200] * (threads + 6)
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_server_started_on_a_dead_database_exits_saying_why(workers: int, tmp_path: Path) -> None:
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
