@@ -65,7 +65,7 @@ def health_of(port: int, timeout: float = 5.0, path: str = "/_chimeproxy/health"
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
         raw = read_answer(sock)
-    return Answer.parse(raw, time.monotonic() - started)
+    return Answer.parse(raw, time.monotonic() - started, started)
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,13 @@ class Answer:
     status: int
     body: bytes
     seconds: float
+    asked_at: float  # time.monotonic() when the request left
 
     @classmethod
-    def parse(cls, raw: bytes, seconds: float) -> Answer:
+    def parse(cls, raw: bytes, seconds: float, asked_at: float) -> Answer:
         head, _, body = raw.partition(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-        return cls(status, body, seconds)
+        return cls(status, body, seconds, asked_at)
 
     def json(self) -> Any:
         return json.loads(self.body)
