@@ -42,20 +42,21 @@ def read_answer(sock: socket.socket) -> bytes:
             return data
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        (
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        ),
-        0,
-    )
+    length = content_length(head)
     while len(body) < length:
         chunk = sock.recv(65536)
         if not chunk:
             break
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def content_length(head: bytes) -> int:
+    """The Content-Length of an answer's head (0 when it has none)."""
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
 
 
 def health_of(port: int, timeout: float = 5.0, path: str = "/_chimeproxy/health") -> Answer:
@@ -132,15 +133,7 @@ def burst(port: int, requests: Sequence[bytes]) -> list[int | str]:
         try:
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                (
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ),
-                0,
-            )
-            await reader.readexactly(length)
+            await reader.readexactly(content_length(head))
             return int(head.split(b" ", 2)[1])
         finally:
             writer.close()
