@@ -58,6 +58,7 @@ from chimeproxy.services import Services
 from chimeproxy.settings import Settings
 from chimeproxy.store import stats
 from chimeproxy.store.database import Database, DatabaseUnavailable
+from chimeproxy.store.health import State
 
 log = logging.getLogger("chimeproxy")
 access_log = logging.getLogger("chimeproxy.access")
@@ -65,8 +66,6 @@ JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 # Signed SDK requests carry about 1 KiB of headers; more than this is refused with 431. (The
 # HTTP server has buffered them by then: a front proxy bounds memory, see docs/security.md.)
 MAX_HEADER_BYTES = 32 * 1024
-# Health answers 503 when the database has not answered a trivial query by then.
-HEALTH_DEADLINE_S = 5.0
 UNMATCHED = "unknown"  # the operation name of requests that match nothing
 
 Scope = dict[str, Any]
@@ -84,7 +83,14 @@ class ChimeProxyApp:
         load_operations()
         self.settings = settings
         clock = clock or Clock()
-        database = Database(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
+        self.metrics = Metrics()
+        database = Database(
+            settings.database,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            pool_size=settings.db_pool_size,
+            threads=settings.db_threads,
+            count_failure=self.metrics.database_failure,
+        )
         self.events: EventSink = NullSink()
         if settings.events_url:
             self.events = WebhookSink(
@@ -94,7 +100,6 @@ class ChimeProxyApp:
                 now_ms=clock.now_ms,
             )
         self.services = Services(settings, database, clock, self.events)
-        self.metrics = Metrics()
         self.router = Router(service_model())
         self.serializer = OutputSerializer()
         self.access = AccessControl(
@@ -116,6 +121,11 @@ class ChimeProxyApp:
             "GET",
             "/_chimeproxy/health",
             Endpoint("Health", Access.NONE, self._health, rate_limited=False),
+        )
+        table.add(
+            "GET",
+            "/_chimeproxy/ready",
+            Endpoint("Ready", Access.NONE, self._ready_check, rate_limited=False),
         )
         table.add(
             "GET",
@@ -149,6 +159,7 @@ class ChimeProxyApp:
             )
         self.services.token_key  # noqa: B018 -- created now so no request pays for it
         await asyncio.to_thread(self.services.catalog)
+        db.start_probe()
         if isinstance(self.events, WebhookSink):
             await self.events.start()
         self._sweeper = asyncio.create_task(sweeper.run_forever(self.services))
@@ -181,12 +192,14 @@ class ChimeProxyApp:
                     # The cause on the line itself (a database's own words, not "retry the
                     # request"); a traceback only for what nobody foresaw.
                     expected = isinstance(exc, DatabaseUnavailable | RuntimeError)
-                    cause = exc.detail if isinstance(exc, DatabaseUnavailable) else str(exc)
+                    cause = exc.reason if isinstance(exc, DatabaseUnavailable) else str(exc)
                     log.error(
                         f"start-up failed: {cause or type(exc).__name__}",
                         exc_info=None if expected else exc,
                     )
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    # No message: uvicorn would log it again, as the client-facing words
+                    # ("retry the request") rather than the cause.
+                    await send({"type": "lifespan.startup.failed", "message": ""})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -342,29 +355,35 @@ class ChimeProxyApp:
     # chimeproxy's own endpoints.
 
     async def _health(self, request: Request, labels: dict[str, str]) -> Response:
+        """Liveness, from what the database's transactions and probe last found (never a query
+        of its own, so it answers at once under any load): 200 `ok`, or `degraded` while writes
+        fail; 503 while starting or while the database does not answer."""
+        status, document = self._health_document()
+        return Response.json(status, document)
+
+    async def _ready_check(self, request: Request, labels: dict[str, str]) -> Response:
+        """Readiness, for load balancers: 200 only when requests can be served in full, 503
+        while starting, when the database does not answer and while writes fail."""
+        status, document = self._health_document()
+        if document["status"] != State.OK:
+            status = 503
+        return Response.json(status, document)
+
+    def _health_document(self) -> tuple[int, dict[str, Any]]:
         if not self._ready:
-            return Response.json(503, {"status": "starting", "version": __version__})
-        try:
-            # Quick either way: PostgreSQL connects with a timeout and a dead server refuses.
-            await self.services.db.run(self.services.db.ping, HEALTH_DEADLINE_S)
-        except DatabaseUnavailable:
-            return Response.json(
-                503,
-                {
-                    "status": "database unavailable",
-                    "version": __version__,
-                    "database": self.services.db.dialect,
-                },
-            )
-        return Response.json(
-            200,
-            {
-                "status": "ok",
-                "version": __version__,
-                "database": self.services.db.dialect,
-                "auth": self.access.authenticator.mode,
-            },
-        )
+            return 503, {"status": "starting", "version": __version__}
+        verdict = self.services.db.health.verdict()
+        document: dict[str, Any] = {
+            "status": verdict.state.value,
+            "version": __version__,
+            "database": self.services.db.dialect,
+        }
+        if verdict.state is State.UNAVAILABLE:
+            return 503, document | {"cause": verdict.cause, "reason": verdict.reason}
+        document["auth"] = self.access.authenticator.mode
+        if verdict.state is State.DEGRADED:
+            document |= {"cause": verdict.cause, "reason": verdict.reason}
+        return 200, document
 
     async def _metrics(self, request: Request, labels: dict[str, str]) -> Response:
         """Prometheus text exposition; the database gauges are computed now (see metrics.py)."""

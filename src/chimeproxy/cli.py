@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import errno
 import os
-import shutil
 import socket
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,24 +124,32 @@ def update_configuration_doc(text: str) -> str:
     return text
 
 
+# Seconds a SIGTERM-ed server lets requests in flight finish before it closes them.
+GRACEFUL_SHUTDOWN_S = 30
+
+
 def create_app_from_env() -> Any:
     """Factory for worker processes: the settings travel in an environment variable."""
-    from chimeproxy import logs
+    from chimeproxy import logs, workers
     from chimeproxy.app import ChimeProxyApp
 
     settings = Settings(**orjson.loads(os.environ[SETTINGS_ENV]))
     # A worker is a fresh interpreter (spawned): it logs as the parent does only if told to.
     logs.configure(settings.log_level)
+    if supervisor := os.environ.get(workers.SUPERVISOR_ENV):  # set by `serve --workers N`
+        workers.die_with_parent(int(supervisor), GRACEFUL_SHUTDOWN_S + 5)
     return ChimeProxyApp(settings, announce=False)  # the parent said it, first
 
 
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    from chimeproxy import logs
+    from chimeproxy import connections, logs, workers
     from chimeproxy.app import ChimeProxyApp
     from chimeproxy.dataplane import providers
+    from chimeproxy.metrics import MULTIPROCESS_ENV
     from chimeproxy.protocol.auth import Authenticator
+    from chimeproxy.store.database import database_files
 
     logs.configure(settings.log_level)
     if settings.clock_control and settings.workers > 1:
@@ -165,18 +170,35 @@ def serve(settings: Settings) -> int:
         return 1
     # The log's first line says which authentication mode is active, in every mode.
     authenticator.announce(settings)
+    files = database_files(settings.database, settings.db_pool_size)
+    settings = dataclasses.replace(
+        settings, max_connections=connections.apply_file_limit(files, settings.max_connections)
+    )
+    assert settings.max_connections is not None
+    limits = connections.ConnectionLimits(settings.header_timeout, settings.max_connections)
+    connections.log.info(
+        "connection limits",
+        extra={
+            "max_connections": limits.max_connections,
+            "header_timeout": limits.header_timeout,
+            "open_files": connections.open_files_limit(),
+        },
+    )
+    workers.remove_dead_metrics_directories()
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_config": None,
         "access_log": False,
-        "timeout_graceful_shutdown": 30,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "timeout_keep_alive": settings.keep_alive_timeout,
         "server_header": False,
+        "http": connections.protocol_factory(limits),
     }
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = orjson.dumps(dataclasses.asdict(settings)).decode()
-        with _metrics_directory():
+        os.environ[workers.SUPERVISOR_ENV] = str(os.getpid())
+        with workers.metrics_directory(MULTIPROCESS_ENV):
             uvicorn.run(
                 "chimeproxy.cli:create_app_from_env",
                 factory=True,
@@ -224,7 +246,7 @@ def _prepare_database(settings: DatabaseSettings | Settings) -> str | None:
     from chimeproxy.store.database import Database, DatabaseConfigurationError, DatabaseUnavailable
 
     try:
-        database = Database(settings.database)
+        database = Database(settings.database, log_failures=False)
     except DatabaseConfigurationError as exc:
         return str(exc)
     try:
@@ -236,28 +258,10 @@ def _prepare_database(settings: DatabaseSettings | Settings) -> str | None:
                 "`chimeproxy db upgrade --database URL`, or start without --no-migrate"
             )
     except DatabaseUnavailable as exc:
-        return f"{database.describe()}: {exc.detail}"
+        return f"{database.describe()}: {exc.reason}"
     finally:
         database.dispose()
     return None
-
-
-@contextlib.contextmanager
-def _metrics_directory() -> Iterator[None]:
-    """Worker processes add up their metrics through files in an empty directory of their own
-    (prometheus_client's multiprocess mode), unless the operator named one."""
-    from chimeproxy.metrics import MULTIPROCESS_ENV
-
-    if os.environ.get(MULTIPROCESS_ENV):
-        yield
-        return
-    directory = tempfile.mkdtemp(prefix="chimeproxy-metrics-")
-    os.environ[MULTIPROCESS_ENV] = directory
-    try:
-        yield
-    finally:
-        del os.environ[MULTIPROCESS_ENV]
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,14 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     from chimeproxy.store.database import Database, DatabaseUnavailable
 
-    database = Database(database_settings.database)
+    database = Database(database_settings.database, log_failures=False)
     if args.command == "db":
         print(f"database {database.describe()} is at the latest schema")
         return 0
     try:
         return _numbers(args, database)
     except DatabaseUnavailable as exc:
-        print(f"chimeproxy: {database.describe()}: {exc.detail}", file=sys.stderr)
+        print(f"chimeproxy: {database.describe()}: {exc.reason}", file=sys.stderr)
         return 1
     finally:
         database.dispose()

@@ -12,7 +12,10 @@ import logging
 import logging.handlers
 import re
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from queue import SimpleQueue
 from typing import Any
 
@@ -130,3 +133,66 @@ def configure(level: str) -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class EpisodeLog:
+    """Trouble that repeats, logged as episodes: the first occurrence of each kind at once, in
+    the source's own words; then at most one line per `interval` for that kind, saying how many
+    occurrences went unlogged meanwhile; and one line when an episode that was logged ends. An
+    outage of a minute writes a few lines, not one per request, and trouble that comes and goes
+    with every other request is no louder than trouble that stays.
+
+    Thread-safe: occurrences come from the event loop and from worker threads alike."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._kinds: dict[str, _Episode] = {}
+
+    @property
+    def open_kinds(self) -> frozenset[str]:
+        return frozenset(kind for kind, episode in self._kinds.items() if episode.open)
+
+    def occurred(self, kind: str, message: str, level: int = logging.ERROR, **fields: Any) -> None:
+        """One occurrence of `kind`; `message` says what happened."""
+        now = self.clock()
+        with self._lock:
+            episode = self._kinds.setdefault(kind, _Episode())
+            episode.open = True
+            if episode.last_line is not None and now - episode.last_line < self.interval:
+                episode.unlogged += 1
+                return
+            unlogged, episode.unlogged = episode.unlogged, 0
+            episode.last_line, episode.logged = now, True
+        if unlogged:
+            message = f"{message} (and {unlogged} more since the last line)"
+        self.logger.log(level, message, extra={"kind": kind, **fields})
+
+    def ended(self, kinds: Iterable[str], message: str, **fields: Any) -> None:
+        """The trouble of `kinds` is over: one line if an open episode among them was logged."""
+        with self._lock:
+            closed = []
+            for kind in kinds:
+                episode = self._kinds.get(kind)
+                if episode is not None and episode.open:
+                    episode.open = False
+                    if episode.logged:
+                        closed.append(kind)
+                    episode.logged = False
+        if closed:
+            self.logger.info(message, extra={"ended": sorted(closed), **fields})
+
+
+@dataclass(slots=True)
+class _Episode:
+    open: bool = False
+    logged: bool = False  # a line about this episode was written
+    unlogged: int = 0  # occurrences since the last line that no line mentioned
+    last_line: float | None = None

@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from chimeproxy.protocol.http import Request
+from chimeproxy.store.health import Cause
 from chimeproxy.store.stats import Snapshot
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -114,11 +115,24 @@ class Metrics:
             ["account", "voice_connector"],
             registry=self.registry,
         )
+        self.database_failures = Counter(
+            "chimeproxy_database_failures",
+            "Database work that failed, by cause: disk_full, read_only, unavailable, timeout "
+            "(or busy), other.",
+            ["cause"],
+            registry=self.registry,
+        )
+        for cause in Cause:  # every cause shows from the start, at 0, so rates need no gap
+            self.database_failures.labels(cause.value)
 
     def observe(self, operation: str, status: int, seconds: float) -> None:
         """Count one answered request under its operation or endpoint name."""
         self.requests.labels(operation, str(status)).inc()
         self.latency.labels(operation).observe(seconds)
+
+    def database_failure(self, cause: str) -> None:
+        """Database work failed for `cause` (store/health.py classifies)."""
+        self.database_failures.labels(cause).inc()
 
     def pool_exhausted(self, request: Request) -> None:
         """A CreateProxySession refused because no proxy number was available."""

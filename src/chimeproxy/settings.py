@@ -427,6 +427,25 @@ class Settings:
         "above the idle time after which clients and load balancers still reuse a connection",
         parse=number(1, 3600),
     )
+    header_timeout: float = option(
+        10.0,
+        flag="--header-timeout",
+        env="CHIMEPROXY_HEADER_TIMEOUT",
+        help="seconds a connection may take to send a request's headers, from when it opens or "
+        "after an idle keep-alive period ends; then it is closed (idle and slow connections "
+        "cannot hold the server's file descriptors)",
+        parse=number(0.1, 3600),
+    )
+    max_connections: int | None = option(
+        None,
+        flag="--max-connections",
+        env="CHIMEPROXY_MAX_CONNECTIONS",
+        help="open connections per process; beyond, health and readiness are still answered "
+        "and any other request gets 503 ServiceUnavailableException with Retry-After "
+        "(docs/operations.md#limits)",
+        parse=optional(integer(1, 1_000_000)),
+        shown_default="what the open-files limit allows, at most 10000",
+    )
     workers: int = option(
         1,
         flag="--workers",
@@ -459,6 +478,22 @@ class Settings:
         help="seconds a request waits for database work in a worker thread (PostgreSQL) before "
         "it answers 503 and its write is rolled back",
         parse=number(0.05, 600),
+    )
+    db_pool_size: int = option(
+        10,
+        flag="--db-pool-size",
+        env="CHIMEPROXY_DB_POOL_SIZE",
+        help="PostgreSQL connections each process keeps for its handlers",
+        parse=integer(1, 1000),
+    )
+    db_threads: int | None = option(
+        None,
+        flag="--db-threads",
+        env="CHIMEPROXY_DB_THREADS",
+        help="database work done at once per process, each in a thread holding one connection "
+        "(PostgreSQL requests; on SQLite only the sweeper)",
+        parse=optional(integer(1, 1000)),
+        shown_default="one per --db-pool-size connection",
     )
     # Set by the application, not by a flag: which account and region unsigned requests act as.
     default_account: str = "123456789012"

@@ -66,6 +66,8 @@ class ChimeProxyServer:
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    # A command the server runs under, e.g. ("prlimit", "--nofile=1024:1024", "--").
+    launcher: Sequence[str] = ()
 
     @property
     def url(self) -> str:
@@ -73,7 +75,7 @@ class ChimeProxyServer:
 
     def start(self, timeout: float = 30.0) -> ChimeProxyServer:
         command = [
-            sys.executable, "-m", "chimeproxy.cli", "serve",
+            *self.launcher, sys.executable, "-m", "chimeproxy.cli", "serve",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--database", self.database, *self.extra_args,
         ]  # fmt: skip

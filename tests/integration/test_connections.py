@@ -1,4 +1,5 @@
-"""Connections as clients and load balancers hold them: keep-alive between requests."""
+"""Connections as clients and load balancers hold them: keep-alive between requests, and the
+header timeout for connections that do not send their request."""
 
 from __future__ import annotations
 
@@ -33,4 +34,33 @@ def test_an_idle_keep_alive_connection_outlives_sdk_idle_times(tmp_path: Path) -
         assert read_answer(connections["default"]).startswith(b"HTTP/1.1 200")
         assert connections["short"].recv(1) == b""  # closed by the server after 1 s
         for sock in connections.values():
+            sock.close()
+
+
+def test_the_header_timeout_closes_slow_headers_but_not_an_idle_keep_alive_connection(
+    tmp_path: Path,
+) -> None:
+    """--header-timeout bounds the time to send a request's headers, from the connection's
+    opening or from the first byte after a keep-alive pause; the pause itself is the
+    keep-alive timeout's."""
+    server = ChimeProxyServer(
+        database=database_url(tmp_path),
+        extra_args=["--header-timeout", "1"],
+        log_path=tmp_path / "server.log",
+    )
+    with running(server):
+        kept = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        kept.sendall(HEALTH)
+        assert read_answer(kept).startswith(b"HTTP/1.1 200")
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        slow.sendall(HEALTH[:20])  # never the whole headers
+        opened = time.monotonic()
+        assert slow.recv(1) == b""  # closed by the server
+        assert 0.9 < time.monotonic() - opened < 5
+        time.sleep(1.5)  # idle between requests for longer than the header timeout
+        kept.sendall(HEALTH)
+        assert read_answer(kept).startswith(b"HTTP/1.1 200")
+        kept.sendall(HEALTH[:20])  # the next request stalls in its headers
+        assert kept.recv(1) == b""
+        for sock in (kept, slow):
             sock.close()

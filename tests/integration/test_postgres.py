@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 from sqlalchemy import Connection, func, select, update
@@ -32,7 +33,7 @@ from chimeproxy.store.schema import (
     server_settings,
     voice_connectors,
 )
-from chimeproxy.testing import ChimeProxyServer, free_port
+from chimeproxy.testing import ChimeProxyServer, free_port, postgres_admin_url
 from tests.conftest import BACKEND, make_client
 from tests.integration.helpers import (
     assert_refused,
@@ -366,20 +367,40 @@ def test_a_server_whose_database_is_gone_answers_503_and_recovers(
         # Quickly: the client's timeout is far below the database's connect timeout plus any
         # retry a hang would need, so a hang would fail here rather than pass slowly.
         with httpx.Client(base_url=server.url, timeout=10) as http:
-            health = http.get("/_chimeproxy/health")
-            assert health.status_code == 503
-            assert health.json()["status"] == "database unavailable"
+            # Health answers from state: its probe (every second) finds the database gone.
+            wait_until(
+                lambda: http.get("/_chimeproxy/health").status_code == 503,
+                "health sees the database gone",
+                5.0,
+            )
+            health = http.get("/_chimeproxy/health").json()
+            assert (health["status"], health["cause"]) == ("database unavailable", "unavailable")
+            assert http.get("/_chimeproxy/ready").status_code == 503
             for answer in (
                 http.get(f"{path}/{session['ProxySessionId']}"),
                 http.post(path, json={"ParticipantPhoneNumbers": [person(), person()],
                                       "Capabilities": ["Voice"]}),
             ):  # fmt: skip
                 assert_refused(answer, 503, "ServiceUnavailableException")
+            for _ in range(50):
+                assert http.get(f"{path}/{session['ProxySessionId']}").status_code == 503
             metrics = http.get("/_chimeproxy/metrics")
             assert metrics.status_code == 200
             assert "chimeproxy_database_up 0.0" in metrics.text
+            assert 'chimeproxy_database_failures_total{cause="unavailable"} 0.0' not in (
+                metrics.text
+            )
         with refused(503, "ServiceUnavailableException"):
             client.list_proxy_sessions(VoiceConnectorId=connector_id)
+        # Over 50 refusals, the outage is a line, in the driver's words.
+        outage = [
+            line
+            for line in map(orjson.loads, server.log().splitlines())
+            if line["logger"] == "chimeproxy.database"
+        ]
+        assert len(outage) == 1, outage
+        assert outage[0]["cause"] == "unavailable"
+        assert "Connection refused" in outage[0]["message"] or "closed" in outage[0]["message"]
 
         forwarder.restore()
         wait_until(
@@ -422,7 +443,13 @@ def test_a_frozen_database_costs_a_503_at_the_deadline_and_no_late_write(
                 json={"ParticipantPhoneNumbers": [person(), person()], "Capabilities": ["Voice"]},
             )
             assert_refused(stuck, 503, "ServiceUnavailableException")
-            assert http.get("/_chimeproxy/health").status_code == 503
+            # The probe has hung since the freeze, and nothing else succeeded meanwhile.
+            wait_until(
+                lambda: http.get("/_chimeproxy/health").status_code == 503,
+                "health sees the database frozen",
+                5.0,
+            )
+            assert http.get("/_chimeproxy/health").json()["cause"] == "timeout"
         forwarder.thaw()
         wait_until(
             lambda: httpx.get(f"{server.url}/_chimeproxy/health").status_code == 200,
@@ -440,6 +467,91 @@ def test_a_frozen_database_costs_a_503_at_the_deadline_and_no_late_write(
         server.stop()
 
 
+def test_a_read_only_database_shows_as_degraded_and_recovers_by_itself(
+    database: str, tmp_path: Path
+) -> None:
+    """The database turns read-only (as a standby does after a failover, here
+    default_transaction_read_only): writes answer 503 and health says why; once writable again,
+    the server reconnects by itself and health is ok with no client write needed."""
+    server = ChimeProxyServer(database=database, log_path=tmp_path / "server.log").start()
+    name = make_url(database).database
+
+    def read_only(on: bool) -> None:
+        # From another database: this one refuses ALTER DATABASE while it is read-only.
+        with psycopg.connect(libpq(postgres_admin_url()), autocommit=True) as admin:
+            admin.execute(
+                f'ALTER DATABASE "{name}" SET default_transaction_read_only = '
+                + ("on" if on else "off")
+            )
+            # Sessions take the setting when they start: end the server's current ones.
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+    try:
+        client = make_client(server.url)
+        connector_id, _ = proxy_connector(client, pool=2)
+        read_only(True)
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            path = f"/voice-connectors/{connector_id}/proxy-sessions"
+            body = {"ParticipantPhoneNumbers": [person(), person()], "Capabilities": ["Voice"]}
+            wait_until(lambda: http.post(path, json=body).status_code == 503, "writes fail", 10)
+            assert_refused(http.post(path, json=body), 503, "ServiceUnavailableException",
+                           "read-only")  # fmt: skip
+            health = http.get("/_chimeproxy/health").json()
+            assert (health["status"], health["cause"]) == ("degraded", "read_only"), health
+            assert http.get("/_chimeproxy/ready").status_code == 503
+            assert http.get(f"/voice-connectors/{connector_id}").status_code == 200
+            read_only(False)
+            wait_until(
+                lambda: http.get("/_chimeproxy/health").json()["status"] == "ok", "ok again", 10
+            )
+            assert http.post(path, json=body).status_code == 201
+        assert "cannot execute" in server.log() and "read-only transaction" in server.log()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("threads", [4, 12])
+def test_a_process_serves_as_many_requests_at_once_as_it_has_database_threads(
+    threads: int, database: str, tmp_path: Path
+) -> None:
+    """Requests held by a lock pile up in the database, as many at once as --db-threads allows
+    (asyncio's default executor held them to about 6 per process, whatever the pool); the rest
+    wait their turn and are served when the lock goes."""
+    server = ChimeProxyServer(
+        database=database,
+        extra_args=["--db-pool-size", str(threads)],  # --db-threads follows it
+        log_path=tmp_path / "server.log",
+    ).start()
+    try:
+        connector_id = make_client(server.url).create_voice_connector(
+            Name="held", RequireEncryption=False
+        )["VoiceConnector"]["VoiceConnectorId"]
+        answers: list[int] = []
+        with psycopg.connect(libpq(database)) as holder:
+            holder.execute("LOCK TABLE voice_connectors IN ACCESS EXCLUSIVE MODE")
+
+            def get() -> None:
+                answer = httpx.get(f"{server.url}/voice-connectors/{connector_id}", timeout=30)
+                answers.append(answer.status_code)
+
+            callers = [threading.Thread(target=get) for _ in range(threads + 6)]
+            for caller in callers:
+                caller.start()
+            wait_until(lambda: waiting_on_locks(database) == threads, f"{threads} waiting", 10)
+            time.sleep(0.5)  # the others had time to reach the database, had threads allowed
+            assert waiting_on_locks(database) == threads
+            holder.rollback()
+        for caller in callers:
+            caller.join()
+        assert answers == [200] * (threads + 6)
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_server_started_on_a_dead_database_exits_saying_why(workers: int, tmp_path: Path) -> None:
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
@@ -448,7 +560,11 @@ def test_a_server_started_on_a_dead_database_exits_saying_why(workers: int, tmp_
     )
     with pytest.raises(RuntimeError, match="exited at start"):
         server.start()
-    assert "Connection refused" in server.log()
+    # One line with the cause and the driver's words: no traceback, no "retry the request".
+    lines = server.log().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"chimeproxy: {dead}: unavailable: "), lines
+    assert "Connection refused" in lines[0] and "retry" not in lines[0]
 
 
 def test_connections_killed_mid_load_cost_at_most_a_503_and_never_half_a_session(

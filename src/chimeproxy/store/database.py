@@ -15,13 +15,16 @@ processes on any number of hosts may share one database:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import itertools
 import logging
 import random
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +39,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from chimeproxy.store.health import Cause, DatabaseHealth, Failure
 from chimeproxy.store.schema import server_settings
 
 T = TypeVar("T")
@@ -64,6 +68,38 @@ PG_POOL_TIMEOUT_S = 5
 # open, so no timeout above fires). Twice the statement timeout, so that it never cuts short
 # work that the database would still finish (the server's --db-deadline, settings.py).
 DEFAULT_DEADLINE_S = 2 * PG_STATEMENT_TIMEOUT_MS / 1000
+# Connections each process keeps to PostgreSQL for its handlers (--db-pool-size), and beyond
+# them for work outside the handler threads (start-up), plus the health probe's own.
+DEFAULT_POOL_SIZE = 10
+POOL_OVERFLOW = 2
+PROBE_CONNECTIONS = 1
+# SQLite's pool when its file is opened by several threads (SQLAlchemy's default for files).
+SQLITE_POOL_SIZE, SQLITE_POOL_OVERFLOW = 5, 10
+# Files a connection holds open: PostgreSQL a socket; SQLite the database, its WAL and its
+# shared-memory index.
+FILES_PER_CONNECTION = {"postgresql": 1, "sqlite": 3}
+# How often the health probe asks the database, on its own connection and thread.
+PROBE_INTERVAL_S = 1.0
+# The probe's SQLite connection gives up waiting for the write lock sooner than handlers do: a
+# probe stuck behind a long write would say nothing for 30 s.
+PROBE_SQLITE_BUSY_TIMEOUT_MS = 1000
+# What a client is told for each cause (the log has the database's own words).
+_UNAVAILABLE_MESSAGES = {
+    Cause.DISK_FULL: "The database cannot store the change: its disk is full.",
+    Cause.READ_ONLY: "The database is read-only: the change cannot be stored.",
+    Cause.UNAVAILABLE: "The database is unavailable; retry the request.",
+    Cause.TIMEOUT: "The database is busy; retry the request.",
+    Cause.OTHER: "The database is unavailable or busy; retry the request.",
+}
+
+
+def database_files(url: str, pool_size: int) -> int:
+    """The most files a process's database connections hold open (pool, overflow, probe)."""
+    if make_url(url).get_backend_name() == "sqlite":
+        connections = SQLITE_POOL_SIZE + SQLITE_POOL_OVERFLOW + PROBE_CONNECTIONS
+        return connections * FILES_PER_CONNECTION["sqlite"]
+    connections = pool_size + POOL_OVERFLOW + PROBE_CONNECTIONS
+    return connections * FILES_PER_CONNECTION["postgresql"]
 
 
 class WriteConflict(Exception):
@@ -72,7 +108,12 @@ class WriteConflict(Exception):
 
 class DatabaseUnavailable(Exception):
     """The database did not do the work, and a retry may succeed (unreachable, busy, too slow,
-    a lost connection); the message says which, for the HTTP layer's 503 answer."""
+    a lost connection, a full disk, a read-only file); the message says which, for the HTTP
+    layer's 503 answer, and `cause` classifies it."""
+
+    def __init__(self, message: str, cause: Cause | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
     @property
     def detail(self) -> str:
@@ -81,6 +122,13 @@ class DatabaseUnavailable(Exception):
         cause = getattr(self.__cause__, "orig", None) or self.__cause__ or self
         text = str(cause).strip()
         return text.splitlines()[0] if text else type(cause).__name__
+
+    @property
+    def reason(self) -> str:
+        """The cause and the database's own words, for one line at start-up."""
+        if self.cause is None or self.cause is Cause.OTHER:
+            return self.detail
+        return f"{self.cause.words}: {self.detail}"
 
 
 class DatabaseConfigurationError(ValueError):
@@ -91,10 +139,25 @@ class DatabaseConfigurationError(ValueError):
 class Database:
     """One engine per process; SQLite in WAL mode or PostgreSQL with a connection pool."""
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "NORMAL",
+        pool_size: int = DEFAULT_POOL_SIZE,
+        threads: int | None = None,
+        count_failure: Callable[[str], None] | None = None,
+        log_failures: bool = True,
+    ) -> None:
+        """`pool_size`: PostgreSQL connections kept for handlers; `threads`: how many pieces of
+        work `run` does at once in threads (default: one per pooled connection);
+        `count_failure`: counts each failure by cause (the metrics); `log_failures`: False
+        for commands that print a failure themselves."""
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
+        # Engines over the same database: the handlers' pool, and the health probe's own.
+        self._new_engine: Callable[..., Engine]
         if self.dialect == "sqlite":
             synchronous = sqlite_synchronous.upper()
             if synchronous not in SQLITE_SYNCHRONOUS:
@@ -102,17 +165,32 @@ class Database:
                     f"SQLite synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
                     f"not {sqlite_synchronous!r}"
                 )
-            self.engine = _sqlite_engine(url, synchronous)
+            self._new_engine = lambda size, overflow, busy_ms=30_000: _sqlite_engine(
+                url, synchronous, size, overflow, busy_ms
+            )
+            self.engine = self._new_engine(SQLITE_POOL_SIZE, SQLITE_POOL_OVERFLOW)
         elif self.dialect == "postgresql":
             try:
-                self.engine = _postgresql_engine(parsed)
+                self.engine = _postgresql_engine(parsed, pool_size, POOL_OVERFLOW)
             except ImportError as exc:
                 raise DatabaseConfigurationError(
                     "PostgreSQL needs the psycopg driver, which is not installed: "
                     "pip install 'chimeproxy[postgres]'"
                 ) from exc
+            self._new_engine = lambda size, overflow, busy_ms=0: _postgresql_engine(
+                parsed, size, overflow
+            )
         else:
             raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
+        self.threads = threads or pool_size
+        # Work in threads runs here, not in the event loop's default executor (min(32, cores
+        # + 4) threads, shared with everything else): a process serves as many requests at once
+        # as it has threads, and each thread holds at most one pooled connection.
+        self._executor: ThreadPoolExecutor | None = None
+        self.health = DatabaseHealth(
+            self.describe(), count_failure, logger=log if log_failures else None
+        )
+        self._probe: _Probe | None = None
 
     def describe(self) -> str:
         """The database as shown in health answers and logs: engine and location, no password."""
@@ -123,7 +201,11 @@ class Database:
         A database already at the latest schema is only read (so a read-only one starts)."""
         if not self.pending_migrations():
             return
-        with self._guard(), self._connect(immediate=True) as connection, connection.begin():
+        with (
+            self._guard(writing=True),
+            self._connect(immediate=True) as connection,
+            connection.begin(),
+        ):
             if self.dialect == "postgresql":
                 # DDL is transactional in PostgreSQL: the second process waits here, then finds
                 # the schema at head and does nothing. A long migration must not be cut short.
@@ -144,18 +226,26 @@ class Database:
         """A read-only transaction over one snapshot."""
         with self._guard(), self._connect(read_only=True) as connection, connection.begin():
             yield connection
+        self.health.succeeded(wrote=False)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction (SQLite: holding the write lock from its first statement)."""
-        with self._guard(), self._connect(immediate=True) as connection, connection.begin():
+        with (
+            self._guard(writing=True),
+            self._connect(immediate=True) as connection,
+            connection.begin(),
+        ):
             yield connection
             # The caller stopped waiting meanwhile (see `run`) and answered 503: roll back rather
             # than commit a change its client was told did not happen.
             abandoned = _abandoned.get()
             if abandoned is not None and abandoned.is_set():
                 log.warning("rolled back a write whose caller stopped waiting at its deadline")
-                raise DatabaseUnavailable("The database did not answer in time; retry the request.")
+                raise DatabaseUnavailable(
+                    "The database did not answer in time; retry the request.", Cause.TIMEOUT
+                )
+        self.health.succeeded(wrote=True)
 
     def write_retrying(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in a write transaction, again from the start when a unique constraint
@@ -203,13 +293,19 @@ class Database:
         abandoned = threading.Event()
         context = contextvars.copy_context()  # as asyncio.to_thread does
         context.run(_abandoned.set, abandoned)
-        future = asyncio.get_running_loop().run_in_executor(None, context.run, work)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="chimeproxy-db")
+        future = asyncio.get_running_loop().run_in_executor(self._executor, context.run, work)
         try:
             return await asyncio.wait_for(future, deadline)
         except TimeoutError as exc:
             abandoned.set()
+            self.health.record(
+                Failure(Cause.TIMEOUT, f"no answer within the deadline of {deadline:g} s"),
+                writing=False,
+            )
             raise DatabaseUnavailable(
-                "The database did not answer in time; retry the request."
+                "The database did not answer in time; retry the request.", Cause.TIMEOUT
             ) from exc
 
     def ping(self) -> None:
@@ -217,27 +313,47 @@ class Database:
         with self.read() as connection:
             connection.exec_driver_sql("SELECT 1")
 
+    def start_probe(self, interval: float = PROBE_INTERVAL_S) -> None:
+        """Keep `health` current from a thread and a connection of its own (see _Probe)."""
+        if self._probe is None:
+            self._probe = _Probe(self, interval)
+            self._probe.start()
+
     @contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Database trouble that a retry may cure becomes DatabaseUnavailable."""
+    def _guard(self, *, writing: bool = False, probe: bool = False) -> Iterator[None]:
+        """Database trouble that a retry or the operator may cure becomes DatabaseUnavailable,
+        classified by cause, counted and logged (once per cause) in `health`."""
         try:
             yield
         except IntegrityError:
             raise
-        except (OperationalError, InterfaceError) as exc:
-            raise DatabaseUnavailable(
-                "The database is unavailable or busy; retry the request."
-            ) from exc
-        except PoolTimeoutError as exc:
-            raise DatabaseUnavailable(
-                "Every database connection is busy; retry the request."
-            ) from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise DatabaseUnavailable(
-                    "The database connection was lost; retry the request."
-                ) from exc
+        except (DBAPIError, PoolTimeoutError) as exc:
+            if _retryable(exc):
+                # A conflict the database resolved by rolling back: write_retrying runs the
+                # transaction again; nothing is wrong with the database.
+                raise DatabaseUnavailable(_UNAVAILABLE_MESSAGES[Cause.OTHER]) from exc
+            failure = self.health.failed(exc, writing=writing, probe=probe)
+            if failure.cause is Cause.READ_ONLY:
+                self._reopen()
+            transient = isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError)
+            lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+            if transient or lost or failure.cause is not Cause.OTHER:
+                message = _UNAVAILABLE_MESSAGES[failure.cause]
+                if isinstance(exc, PoolTimeoutError):
+                    message = "Every database connection is busy; retry the request."
+                elif lost:
+                    message = "The database connection was lost; retry the request."
+                raise DatabaseUnavailable(message, failure.cause) from exc
             raise
+
+    def _reopen(self) -> None:
+        """After a read-only failure, every connection of the process is closed so that the
+        next ones open the database anew: SQLite keeps a file that was read-only when its first
+        connection opened it read-only for every connection of the process until the last
+        closes; PostgreSQL may reach the new primary after a failover."""
+        self.engine.dispose()
+        if self._probe is not None:
+            self._probe.engine.dispose()
 
     def _connect(self, *, immediate: bool = False, read_only: bool = False) -> Connection:
         connection = self.engine.connect()
@@ -272,7 +388,70 @@ class Database:
         return bytes.fromhex(self.setting("token_key", lambda: secrets.token_hex(32)))
 
     def dispose(self) -> None:
+        if self._probe is not None:
+            self._probe.stop()
+            self._probe = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         self.engine.dispose()
+
+
+class _Probe(threading.Thread):
+    """Asks the database every `interval` seconds, over a connection of its own, never the
+    handlers' pool or threads: a trivial read while all is well; while writes fail, a real
+    write (one row of server_settings), so that health turns ok again by itself once the
+    disk has room or the file is writable, with no client traffic needed."""
+
+    def __init__(self, database: Database, interval: float) -> None:
+        super().__init__(name="chimeproxy-health-probe", daemon=True)
+        self.database = database
+        self.interval = interval
+        self.engine = database._new_engine(1, 0, PROBE_SQLITE_BUSY_TIMEOUT_MS)
+        self._stopping = threading.Event()
+        self._writes = itertools.count()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            self.probe()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.engine.dispose()
+
+    def probe(self) -> None:
+        database, health = self.database, self.database.health
+        writing = health.writes_failing
+        health.probe_started = health.clock()
+        try:
+            # A database failure is classified, counted and logged by _guard; only a success
+            # is left to record here.
+            with (
+                contextlib.suppress(DatabaseUnavailable, DBAPIError),
+                database._guard(writing=writing, probe=True),
+                self.engine.connect() as connection,
+            ):
+                connection = connection.execution_options(immediate=writing)
+                with connection.begin():
+                    if writing:
+                        _write_probe(connection, database.dialect, next(self._writes))
+                    else:
+                        connection.exec_driver_sql("SELECT 1")
+                health.succeeded(wrote=writing)
+        except Exception as exc:  # never let the probe thread die: the next round tries again
+            health.episodes.occurred("probe", f"health probe failed unexpectedly: {exc!r}")
+        finally:
+            health.probe_started = None
+
+
+def _write_probe(connection: Connection, dialect: str, number: int) -> None:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(server_settings).values(name="health_write_probe", value=str(number))
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["name"], set_={"value": statement.excluded.value}
+        )
+    )
 
 
 # Set by Database.run for the work it runs in a thread: whether its caller stopped waiting.
@@ -295,7 +474,7 @@ def _alembic_config() -> Config:
     return config
 
 
-def _postgresql_engine(url: URL) -> Engine:
+def _postgresql_engine(url: URL, pool_size: int, max_overflow: int) -> Engine:
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     options = (
@@ -318,10 +497,10 @@ def _postgresql_engine(url: URL) -> Engine:
     return create_engine(
         url,
         connect_args=connect_args,
-        # Handlers run in the default thread pool (a few threads per core), so a few
-        # connections per process suffice; overflow covers the sweeper and the metrics scrape.
-        pool_size=10,
-        max_overflow=10,
+        # Database.run's threads each hold at most one connection (--db-threads defaults to
+        # --db-pool-size); the overflow is for start-up work outside those threads.
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=PG_POOL_TIMEOUT_S,
         # A connection the database dropped (restart, pg_terminate_backend, failover) is noticed
         # when it is taken from the pool, and replaced, instead of failing a request.
@@ -330,8 +509,15 @@ def _postgresql_engine(url: URL) -> Engine:
     )
 
 
-def _sqlite_engine(url: str, synchronous: str) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+def _sqlite_engine(
+    url: str, synchronous: str, pool_size: int, max_overflow: int, busy_timeout_ms: int
+) -> Engine:
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+    )
 
     @event.listens_for(engine, "connect")
     def configure(dbapi_connection: Any, _record: Any) -> None:
@@ -344,7 +530,7 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
         # crash. FULL also syncs the WAL at every commit: power-loss safe, slower writes.
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

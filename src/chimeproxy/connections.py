@@ -1,0 +1,300 @@
+"""Limits on connections, so that idle or excess connections can never take the file
+descriptors that health checks and real requests need:
+
+- a header timeout: a connection that has not sent a whole request's headers within
+  `--header-timeout` seconds of opening (or of its idle keep-alive period ending) is closed;
+- a maximum of open connections per process (`--max-connections`): past it, a connection may
+  still ask for health or readiness, and any other request is answered 503 with Retry-After and
+  closed; past it by OVERFLOW_CONNECTIONS more, the connection that has been idle longest (no
+  request in progress) is closed to make room, so a flood of idle connections cannot lock out
+  a health check; with none idle, the new connection is closed as soon as it opens;
+- the open-files limit checked at start-up against what those settings need, and raised up to
+  the hard limit when it is below;
+- under load, requests start in batches of START_BATCH per turn of the event loop, and health
+  and readiness at once: a burst of 2,000 requests all read in one turn would otherwise run
+  before the loop reads another socket (SQLite work runs on the loop), and a health check
+  arriving behind them waited 2-3 s.
+
+uvicorn has none of the first (a connection that sends nothing is kept forever), and its
+`limit_concurrency` answers 503 to health checks too, so the limits live in a subclass of its
+HTTP protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import resource
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from chimeproxy.logs import EpisodeLog
+from chimeproxy.protocol.errors import ServiceUnavailableException
+from chimeproxy.protocol.http import Response
+
+log = logging.getLogger("chimeproxy.connections")
+
+# Connections above --max-connections still accepted, for long enough to read their request:
+# health and readiness checks get through a server that is full; the others are told 503.
+OVERFLOW_CONNECTIONS = 64
+# How long such a connection may take to send its request headers.
+OVERFLOW_HEADER_TIMEOUT_S = 1.0
+# What a process holds open besides connections and database files: standard streams,
+# listening sockets, the event loop's own descriptors, worker pipes, metrics files, outgoing
+# HTTP clients (events, SMS), imported modules being read.
+BASE_FILES = 64
+DEFAULT_MAX_CONNECTIONS = 10_000
+# The smallest limit worth starting with: below it, the open-files limit is far too low.
+MIN_MAX_CONNECTIONS = 16
+EXEMPT_PATHS = frozenset({"/_chimeproxy/health", "/_chimeproxy/ready"})
+# Requests started per turn of the event loop once START_BATCH are in progress: small enough
+# that a turn stays in the tens of milliseconds, large enough not to slow a busy server.
+START_BATCH = 32
+RETRY_AFTER_S = 1
+
+_episodes = EpisodeLog(log)
+# Requests read but not started yet (see START_BATCH), oldest first, and whether a turn of the
+# loop will start some.
+_waiting: deque[tuple[LimitedHttpProtocol, Any, Any]] = deque()
+_starting = False
+# This process's connections with no request in progress, longest idle first (a dict keeps
+# insertion order: a connection that becomes idle again goes to the end).
+_idle: dict[LimitedHttpProtocol, None] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout: float
+    max_connections: int
+
+
+# The open-files arithmetic.
+
+
+def files_needed(max_connections: int, database_files: int) -> int:
+    """Open files one process needs: its connections (with those above the limit it still
+    reads), its database's files, and the rest (BASE_FILES)."""
+    return max_connections + OVERFLOW_CONNECTIONS + database_files + BASE_FILES
+
+
+def connections_allowed(file_limit: int, database_files: int) -> int:
+    """The most connections a process can hold within `file_limit` open files."""
+    return file_limit - OVERFLOW_CONNECTIONS - database_files - BASE_FILES
+
+
+@dataclass(frozen=True, slots=True)
+class FilePlan:
+    soft_limit: int  # the soft limit to set (the current one when nothing changes)
+    max_connections: int
+    warning: str | None
+
+
+def plan_files(soft: int, hard: int, database_files: int, max_connections: int | None) -> FilePlan:
+    """The soft open-files limit to run with (raised towards the hard limit when the settings
+    need more), the connection limit (what the files allow when not given), and a warning when
+    the settings need more than the hard limit allows. RLIM_INFINITY reads as unlimited."""
+    unlimited = resource.RLIM_INFINITY
+    wanted = max_connections or DEFAULT_MAX_CONNECTIONS
+    needed = files_needed(wanted, database_files)
+    new_soft = soft
+    if soft != unlimited and soft < needed:
+        new_soft = needed if hard == unlimited else min(hard, needed)
+    if max_connections is None:
+        allowed = wanted if new_soft == unlimited else connections_allowed(new_soft, database_files)
+        chosen = max(MIN_MAX_CONNECTIONS, min(wanted, allowed))
+        warning = None
+        if allowed < MIN_MAX_CONNECTIONS:
+            warning = (
+                f"the open-files limit ({new_soft}) leaves room for only {max(allowed, 0)} "
+                f"connections; raise it (ulimit -n, systemd LimitNOFILE=) to at least "
+                f"{files_needed(MIN_MAX_CONNECTIONS, database_files)}"
+            )
+        return FilePlan(new_soft, chosen, warning)
+    warning = None
+    if new_soft != unlimited and new_soft < needed:
+        warning = (
+            f"the open-files limit ({new_soft}) is below the {needed} that --max-connections "
+            f"{max_connections} needs ({max_connections} connections + {OVERFLOW_CONNECTIONS} "
+            f"over the limit + {database_files} database files + {BASE_FILES} others): raise "
+            f"it (ulimit -n, systemd LimitNOFILE=) or lower --max-connections to "
+            f"{max(connections_allowed(new_soft, database_files), 1)}"
+        )
+    return FilePlan(new_soft, max_connections, warning)
+
+
+def open_files_limit() -> int:
+    """This process's soft open-files limit (-1: unlimited)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return -1 if soft == resource.RLIM_INFINITY else soft
+
+
+def apply_file_limit(database_files: int, max_connections: int | None) -> int:
+    """Raise this process's soft open-files limit as far as the settings need and the hard
+    limit allows (worker processes inherit it), warn when that is not enough; the connection
+    limit to use."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    plan = plan_files(soft, hard, database_files, max_connections)
+    if plan.soft_limit != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (plan.soft_limit, hard))
+        except (ValueError, OSError) as exc:
+            log.warning(f"could not raise the open-files limit to {plan.soft_limit}: {exc}")
+            plan = plan_files(soft, soft, database_files, max_connections)
+        else:
+            log.info(
+                "raised the open-files limit",
+                extra={"from": soft, "to": plan.soft_limit, "hard": hard},
+            )
+    if plan.warning:
+        log.warning(plan.warning)
+    return plan.max_connections
+
+
+# The protocol.
+
+
+async def _refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The answer to a request over the connection limit: 503 in the API's wire format, and
+    the connection closed, so that SDKs retry (on another server behind a load balancer)."""
+    response = Response.error(
+        ServiceUnavailableException(
+            "The server has too many open connections; retry the request.",
+            headers=[(b"retry-after", str(RETRY_AFTER_S).encode())],
+        )
+    )
+    headers = [
+        *response.headers,
+        (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(response.body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header timeout and a connection limit (see the
+    module's docstring)."""
+
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.over_limit = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        already_open = len(self.connections)
+        super().connection_made(transport)
+        if already_open >= self.limits.max_connections + OVERFLOW_CONNECTIONS:
+            idlest = next(iter(_idle), None)
+            if idlest is None:
+                _episodes.occurred(
+                    "connections_closed",
+                    f"closed new connections at once: {already_open} open, every one busy "
+                    f"(--max-connections {self.limits.max_connections})",
+                    level=logging.WARNING,
+                )
+                transport.close()
+                return
+            _episodes.occurred(
+                "connections_evicted",
+                "closed the longest idle connections to make room for new ones "
+                f"(--max-connections {self.limits.max_connections})",
+                level=logging.WARNING,
+            )
+            idlest.transport.close()
+            _idle.pop(idlest, None)
+        self.over_limit = already_open >= self.limits.max_connections
+        _idle[self] = None
+        self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        _idle.pop(self, None)
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        idle = self.cycle is None or self.cycle.response_complete  # no pipelined request next
+        if idle and not self.transport.is_closing():
+            _idle[self] = None  # idle again, and the newest of the idle
+
+    def data_received(self, data: bytes) -> None:
+        # Between requests (idle after keep-alive), the first bytes of the next one start its
+        # header clock; uvicorn's keep-alive timer stops when they arrive.
+        if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._await_headers()
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._stop_header_timer()
+        _idle.pop(self, None)
+        super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self.over_limit:
+            # One answer, then the connection closes: it must not keep an overflow place.
+            cycle.keep_alive = False
+            if cycle.scope["path"] not in EXEMPT_PATHS:
+                _episodes.occurred(
+                    "connections_refused",
+                    "answered 503 to requests over --max-connections "
+                    f"{self.limits.max_connections}",
+                    level=logging.WARNING,
+                )
+                app = _refuse
+        exempt = cycle.scope["path"] in EXEMPT_PATHS
+        if exempt or (not _waiting and len(self.tasks) < START_BATCH):
+            super()._start_asgi_task(cycle, app)
+            return
+        global _starting
+        _waiting.append((self, cycle, app))
+        if not _starting:
+            _starting = True
+            self.loop.call_soon(_start_batch)
+
+    def _await_headers(self) -> None:
+        timeout = OVERFLOW_HEADER_TIMEOUT_S if self.over_limit else self.limits.header_timeout
+        self.header_timer = self.loop.call_later(timeout, self._header_timeout)
+
+    def _stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _header_timeout(self) -> None:
+        self.header_timer = None
+        if not self.transport.is_closing():
+            _episodes.occurred(
+                "connections_shed",
+                "closed connections that sent no whole request headers within "
+                f"--header-timeout {self.limits.header_timeout:g} s",
+                level=logging.WARNING,
+            )
+            self.transport.close()
+
+
+def _start_batch() -> None:
+    """Start the next START_BATCH waiting requests; the rest in the loop's next turn, after it
+    has read its sockets again."""
+    global _starting
+    for _ in range(min(START_BATCH, len(_waiting))):
+        protocol, cycle, app = _waiting.popleft()
+        HttpToolsProtocol._start_asgi_task(protocol, cycle, app)
+    if _waiting:
+        asyncio.get_running_loop().call_soon(_start_batch)
+    else:
+        _starting = False
+
+
+def protocol_factory(limits: ConnectionLimits) -> Callable[..., LimitedHttpProtocol]:
+    """What uvicorn's `http` option takes: a protocol class, here bound to the limits (a
+    partial, so that it travels to worker processes by pickling)."""
+    return functools.partial(LimitedHttpProtocol, limits=limits)
