@@ -389,8 +389,31 @@ def run_phone(directory: Path, edge: SipEdge, scenario: str, **options: Any) -> 
     return phone
 
 
-def assert_completed(edge: SipEdge, *runs: Sipp) -> None:
+# SIPp's exit code for a fatal error of its own. SIPp 3.6.1 streaming RTP (rtp_stream) has
+# exited with it after a run in which every call succeeded, writing no error (seen on a loaded
+# machine): for such a run the calls' outcome is read from its final statistics instead.
+SIPP_FATAL_EXIT = 255
+
+
+def calls_succeeded(run: Sipp) -> tuple[int, int] | None:
+    """(successful, failed) calls from the cumulative column of SIPp's final screen."""
+    text = run.screen.read_text(errors="replace") if run.screen.exists() else ""
+    found = {
+        name: int(count)
+        for name, count in re.findall(r"(Successful|Failed) call\s*\|[^|]*\|\s*(\d+)", text)
+    }
+    if "Successful" not in found or "Failed" not in found:
+        return None
+    return found["Successful"], found["Failed"]
+
+
+def assert_completed(edge: SipEdge, *runs: Sipp, calls: int | None = None) -> None:
+    """Every SIPp run ended with all its calls successful (`calls` of them, when given)."""
     codes = {run.name: run.wait() for run in runs}
+    for run in runs:
+        fatal = codes[run.name] == SIPP_FATAL_EXIT
+        if fatal and calls is not None and calls_succeeded(run) == (calls, 0):
+            codes[run.name] = 0
     if any(codes.values()):
         details = "\n".join(run.report() for run in runs)
         pytest.fail(f"SIPp exit codes {codes}\n{details}\n--- edge log:\n{edge.log()[-6000:]}")

@@ -145,16 +145,29 @@ def staleness_of(element: Any) -> Any:
 
 
 def wait(browser: Any, condition: Any, timeout: float = 15.0) -> Any:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (
+        JavascriptException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
     # A page replaced while the condition reads it (a navigation) is read again.
-    ignored = (StaleElementReferenceException, NoSuchElementException)
+    ignored = (StaleElementReferenceException, NoSuchElementException, JavascriptException)
     return WebDriverWait(browser, timeout, 0.1, ignored).until(condition)
 
 
 def main_text(browser: Any) -> str:
-    return browser.find_element(*by("main")).text
+    # Read in one script, not through an element handle: a handle taken just before the page
+    # is replaced by the next one fails with a generic inspector error, not a stale reference.
+    text = browser.execute_script(
+        "const main = document.querySelector('main'); return main ? main.innerText : null;"
+    )
+    if text is None:
+        from selenium.common.exceptions import NoSuchElementException
+
+        raise NoSuchElementException("no <main> on the page")
+    return str(text)
 
 
 def cookie_header(browser: Any) -> dict[str, str]:

@@ -301,7 +301,7 @@ def test_fifty_calls_at_once_carry_audio_both_ways(
             extra=["-l", str(calls), "-r", "25", "-d", "6000", "-mi", CALLER,
                    "-mp", "48000"],
         )  # fmt: skip
-        assert_completed(edge, callers, echo)
+        assert_completed(edge, callers, echo, calls=calls)
         packets = running.stop()
 
     # Each call's media has its own relay ports on the edge, one per leg: count what every one
