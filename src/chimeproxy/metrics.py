@@ -114,11 +114,22 @@ class Metrics:
             ["account", "voice_connector"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, operation: str, status: int, seconds: float) -> None:
         """Count one answered request under its operation or endpoint name."""
-        self.requests.labels(operation, str(status)).inc()
-        self.latency.labels(operation).observe(seconds)
+        key = (operation, status)
+        children = self._children.get(key)
+        if children is None:
+            # `labels` costs a few µs a call (argument checks, a lock); operations and statuses
+            # are a fixed few, so each pair's children are looked up once.
+            children = (
+                self.requests.labels(operation, str(status)),
+                self.latency.labels(operation),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def pool_exhausted(self, request: Request) -> None:
         """A CreateProxySession refused because no proxy number was available."""
