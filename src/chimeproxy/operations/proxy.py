@@ -3,6 +3,7 @@ Create/Get/List/Update/DeleteProxySession."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping
@@ -152,7 +153,7 @@ def ranked_numbers(
         busy = proxy.busy_numbers(connection, connector_pk, request.participants, now)
         pair = proxy.pair_key(*request.participants)
         history = proxy.pair_numbers(connection, connector_pk, pair)
-    rows: list[RowMapping] = []
+    rows: list[Mapping[str, Any]] = []
     if prefilter:
         geo = request.geo
         rows = proxy.candidate_numbers(
@@ -367,11 +368,14 @@ def list_proxy_sessions(context: Context, params: dict[str, Any]) -> Output:
     connector_id = params["VoiceConnectorId"]
     listing = f"proxy-sessions:{connector_id}:{params.get('Status')}"
     after = page_after(context, listing, params.get("NextToken"))
-    with context.services.db.read() as connection:
-        connector = require_connector(connection, context, connector_id)
+    # Prepared statements in one read transaction (store/prepared.py).
+    with prepared.read(context.services.db) as run:
+        connector_pk = proxy.connector_pk(run, context.account, context.region, connector_id)
+        if connector_pk is None:
+            raise NotFoundException(f"Voice connector {connector_id} not found.")
         rows = proxy.session_page(
-            connection,
-            connector["pk"],
+            run,
+            connector_pk,
             status=params.get("Status"),
             after=tuple(after) if after else None,  # type: ignore[arg-type]
             limit=limit + 1,
@@ -402,7 +406,7 @@ def _session_to_change(run: Statements, context: Context, params: dict[str, Any]
     )
     if row is not None:
         return row
-    if not proxy.connector_exists(run, context.account, context.region, connector_id):
+    if proxy.connector_pk(run, context.account, context.region, connector_id) is None:
         raise NotFoundException(f"Voice connector {connector_id} not found.")
     raise NotFoundException(f"Proxy session {session_id} not found.")
 

@@ -204,16 +204,37 @@ def write(db: Database) -> Iterator[Statements]:
     takes the write lock with its first statement (BEGIN IMMEDIATE); PostgreSQL begins
     implicitly at the server's READ COMMITTED. Committed when the block ends, rolled back when
     it raises or when its caller stopped waiting (Database.run's deadline)."""
+    begin = "BEGIN IMMEDIATE" if db.dialect == "sqlite" else None
+    with _transaction(db, begin, writes=True) as statements:
+        yield statements
+
+
+@contextmanager
+def read(db: Database) -> Iterator[Statements]:
+    """A read-only transaction over one snapshot, as `Database.read` opens one (PostgreSQL:
+    REPEATABLE READ READ ONLY, which never fails with a serialization error)."""
+    begin = (
+        "BEGIN"
+        if db.dialect == "sqlite"
+        else "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+    )
+    with _transaction(db, begin, writes=False) as statements:
+        yield statements
+
+
+@contextmanager
+def _transaction(db: Database, begin: str | None, *, writes: bool) -> Iterator[Statements]:
     engine = db.engine
     with db._guard():
-        connection = engine.raw_connection()
+        connection = _checkout(engine)
         try:
             statements = Statements(connection, engine.dialect)
             try:
-                if db.dialect == "sqlite":
-                    statements.sql("BEGIN IMMEDIATE")
+                if begin is not None:
+                    statements.sql(begin)
                 yield statements
-                check_abandoned()
+                if writes:
+                    check_abandoned()
                 try:
                     connection.commit()
                 except statements._error as exc:
@@ -225,6 +246,16 @@ def write(db: Database) -> Iterator[Statements]:
                 statements.close()
         finally:
             connection.close()
+
+
+def _checkout(engine: Engine) -> PoolProxiedConnection:
+    """A pooled connection; a failed connect raised as SQLAlchemy's `Engine.connect` raises it
+    (the pool hands the driver's own error on), for the 503 rules."""
+    error = engine.dialect.loaded_dbapi.Error
+    try:
+        return engine.raw_connection()
+    except error as exc:
+        raise DBAPIError.instance(None, None, exc, error, dialect=engine.dialect) from exc
 
 
 def _rollback(connection: PoolProxiedConnection, statements: Statements) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Integer,
     RowMapping,
     bindparam,
     delete,
@@ -87,7 +88,7 @@ def connector_numbers(connection: Connection, connector_pk: int) -> list[RowMapp
 
 
 def candidate_numbers(
-    connection: Connection,
+    connection: Statements | Connection,
     connector_pk: int,
     *,
     busy: Collection[str],
@@ -97,7 +98,7 @@ def candidate_numbers(
     geo_country: str | None,
     geo_area_code: str | None,
     limit: int,
-) -> list[RowMapping]:
+) -> list[dict[str, Any]]:
     """A pre-filter of `connector_numbers` for allocation, so a create reads a handful of rows
     instead of the whole pool: the numbers that pass the selection's filters (pool countries,
     number capabilities `needed`, geo, not `busy` for a participant), limited to the `limit`
@@ -106,35 +107,68 @@ def candidate_numbers(
     That always contains the selection's choice; domain/selection.py still makes it.
 
     `busy` and `had` come as lists (a few numbers each) rather than as subqueries: SQLite
-    would otherwise probe active_routes once per number of the pool."""
+    would otherwise probe active_routes once per number of the pool. The statements are
+    prepared for each shape of request (how many numbers in each list, which capabilities,
+    which geo filters): building them through Core took half of a create."""
+    busy, had, countries = list(busy), list(had), list(countries)
+    general, sticky = _candidate_statements(
+        len(busy),
+        len(had),
+        len(countries),
+        tuple(sorted(needed)),
+        geo_country is not None,
+        geo_area_code is not None,
+    )
+    params: dict[str, Any] = {
+        "connector_pk": connector_pk,
+        "geo_country": geo_country,
+        "geo_area_code": geo_area_code,
+        "limit": limit,
+    }
+    for prefix, values in (("b", busy), ("h", had), ("c", countries)):
+        params.update({f"{prefix}{index}": value for index, value in enumerate(values)})
+    run = statements(connection)
+    rows = run.rows(general, params)
+    if sticky is not None:
+        rows += run.rows(sticky, params)
+    return rows
+
+
+@functools.lru_cache(maxsize=256)
+def _candidate_statements(
+    busy: int, had: int, countries: int, needed: tuple[str, ...], geo_country: bool, geo_area: bool
+) -> tuple[Prepared, Prepared | None]:
+    """`candidate_numbers`' statements for one shape of request: the general order's first
+    (`limit` bound), and the pair's own numbers (None when it had none)."""
+
+    def binds(prefix: str, count: int) -> list[Any]:
+        return [bindparam(f"{prefix}{index}") for index in range(count)]
+
     conditions = [
-        pn.voice_connector_pk == connector_pk,
+        pn.voice_connector_pk == bindparam("connector_pk"),
         pn.status == PhoneNumberStatus.ASSIGNED,
-        pn.country.in_(list(countries)),
+        pn.country.in_(binds("c", countries)),
     ]
     padded = literal(",") + pn.capabilities + literal(",")
     conditions += [padded.contains(f",{name},", autoescape=True) for name in needed]
-    if geo_country is not None:
-        conditions.append(pn.country == geo_country)
-    if geo_area_code is not None:
-        conditions.append(pn.area_code == geo_area_code)
+    if geo_country:
+        conditions.append(pn.country == bindparam("geo_country"))
+    if geo_area:
+        conditions.append(pn.area_code == bindparam("geo_area_code"))
     if busy:
-        conditions.append(pn.e164.not_in(list(busy)))
+        conditions.append(pn.e164.not_in(binds("b", busy)))
     columns = (pn.e164, pn.country, pn.area_code, pn.capabilities, pn.last_allocated_at)
     general = select(*columns).where(*conditions)
     if had:
-        general = general.where(pn.e164.not_in(list(had)))
+        general = general.where(pn.e164.not_in(binds("h", had)))
     general = general.order_by(
         # As ix_phone_numbers_allocation orders them: never-allocated (NULL) first, on both engines.
         func.coalesce(pn.last_allocated_at, literal_column("0")),
         func.length(pn.e164),
         pn.e164,
-    ).limit(limit)
-    rows = list(connection.execute(general).mappings())
-    if had:
-        sticky = select(*columns).where(*conditions, pn.e164.in_(list(had)))
-        rows += connection.execute(sticky).mappings()
-    return rows
+    ).limit(bindparam("limit", type_=Integer))
+    sticky = select(*columns).where(*conditions, pn.e164.in_(binds("h", had))) if had else None
+    return Prepared(general), None if sticky is None else Prepared(sticky)
 
 
 def connector_numbers_among(
@@ -357,8 +391,26 @@ def find_session(
     return connection.execute(query).mappings().first()
 
 
+@functools.cache
+def _session_page(status: str | None, after: bool) -> Prepared:
+    """A page of a connector's visible sessions in listing order (one statement for each kind
+    of request: with or without a status filter, first page or after a position)."""
+    now = bindparam("now", type_=BigInteger)
+    query = select(proxy_sessions).where(
+        ps.voice_connector_pk == bindparam("connector_pk"),
+        expiry.visible(now, bindparam("retention_ms", type_=BigInteger)),
+    )
+    if status is not None:
+        query = query.where(expiry.reads_as(status, now))
+    if after:
+        position = tuple_(bindparam("after_created", type_=BigInteger), bindparam("after_id"))
+        query = query.where(tuple_(ps.created_at, ps.id) > position)
+    limit = bindparam("limit", type_=Integer)
+    return Prepared(query.order_by(ps.created_at, ps.id).limit(limit))
+
+
 def session_page(
-    connection: Connection,
+    connection: Statements | Connection,
     connector_pk: int,
     *,
     status: str | None,
@@ -366,15 +418,16 @@ def session_page(
     limit: int,
     now: int,
     retention_ms: int,
-) -> list[RowMapping]:
-    query = select(proxy_sessions).where(
-        ps.voice_connector_pk == connector_pk, expiry.visible(now, retention_ms)
-    )
-    if status is not None:
-        query = query.where(expiry.reads_as(status, now))
+) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {
+        "connector_pk": connector_pk,
+        "now": now,
+        "retention_ms": retention_ms,
+        "limit": limit,
+    }
     if after is not None:
-        query = query.where(tuple_(ps.created_at, ps.id) > tuple_(*after))
-    return list(connection.execute(query.order_by(ps.created_at, ps.id).limit(limit)).mappings())
+        params["after_created"], params["after_id"] = after
+    return statements(connection).rows(_session_page(status, after is not None), params)
 
 
 @functools.cache
@@ -503,9 +556,11 @@ def session_to_change(
     return run.first(_SESSION_TO_CHANGE, params)
 
 
-def connector_exists(run: Statements, account: str, region: str, connector_id: str) -> bool:
+def connector_pk(run: Statements, account: str, region: str, connector_id: str) -> int | None:
+    """The primary key of the connector, None when there is none."""
     params = {"account": account, "region": region, "connector_id": connector_id}
-    return run.first(_CONNECTOR_PK, params) is not None
+    row = run.first(_CONNECTOR_PK, params)
+    return None if row is None else int(row["pk"])
 
 
 # CreateProxySession's checks in one statement: the connector, its proxy configuration (NULLs
