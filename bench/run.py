@@ -3,7 +3,8 @@
     .venv/bin/python -m bench [--quick] [--out bench/results/latest.json]
 
 Seeds a fresh SQLite database in a temporary directory (bulk inserts straight into the store:
-see bench/seed.py for exactly what), starts chimeproxy on it in strict SigV4 mode and a bare
+see bench/seed.py for exactly what), and with --postgres a PostgreSQL database of its own
+(dropped at the end), starts chimeproxy on it in strict SigV4 mode and a bare
 ASGI app on the same uvicorn options, and drives both with wrk (one thread, pinned to one CPU,
 the servers on the other) replaying requests signed like boto3's. Every chimeproxy figure is
 read against a baseline run made right before it, so a noisy machine moves both alike.
