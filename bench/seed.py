@@ -1,7 +1,9 @@
-"""Bulk seeding of a fresh chimeproxy SQLite database, straight into the store.
+"""Bulk seeding of a fresh chimeproxy database (SQLite, or PostgreSQL with `url`), straight
+into the store.
 
 Going through the API would take hours for a million sessions, so the schema comes from the
-server's own Alembic migrations and the rows go in with `executemany`, column names taken from
+server's own Alembic migrations and the rows go in with `executemany` (SQLite) or `COPY`
+(PostgreSQL), column names taken from
 `chimeproxy.store.schema` so they cannot drift from it. What is seeded, and how it keeps the
 routing invariant:
 
@@ -18,6 +20,7 @@ routing invariant:
 
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
 import time
@@ -70,18 +73,74 @@ def _columns(table: Table) -> list[str]:
     return [column.name for column in table.columns]
 
 
-def _insert(connection: sqlite3.Connection, table: Table, rows: Iterator[dict[str, Any]]) -> None:
-    """executemany in chunks, so a million rows never sit in memory at once."""
-    names = _columns(table)
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-    chunk: list[tuple[Any, ...]] = []
-    for row in rows:
-        chunk.append(tuple(row.get(name) for name in names))
-        if len(chunk) >= CHUNK:
-            connection.executemany(sql, chunk)
-            chunk.clear()
-    if chunk:
-        connection.executemany(sql, chunk)
+class _SqliteSink:
+    """Rows into SQLite in one transaction, by executemany in chunks."""
+
+    def __init__(self, path: str) -> None:
+        self.connection = sqlite3.connect(path, isolation_level=None)
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        self.connection.execute("PRAGMA synchronous=OFF")
+        self.connection.execute("BEGIN")
+
+    def insert(self, table: Table, rows: Iterator[dict[str, Any]]) -> None:
+        """executemany in chunks, so a million rows never sit in memory at once."""
+        names = _columns(table)
+        marks = ", ".join("?" * len(names))
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})"
+        chunk: list[tuple[Any, ...]] = []
+        for row in rows:
+            chunk.append(tuple(row.get(name) for name in names))
+            if len(chunk) >= CHUNK:
+                self.connection.executemany(sql, chunk)
+                chunk.clear()
+        if chunk:
+            self.connection.executemany(sql, chunk)
+
+    def finish(self) -> None:
+        self.connection.execute("COMMIT")
+        self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.connection.close()
+
+
+class _PostgresSink:
+    """Rows into PostgreSQL in one transaction, by COPY; then the sequences of the primary keys
+    given explicitly move past them, and the planner's statistics are gathered."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.connection = psycopg.connect(libpq_url(url))
+
+    def insert(self, table: Table, rows: Iterator[dict[str, Any]]) -> None:
+        first = next(rows, None)
+        if first is None:
+            return
+        # A primary key not given is the sequence's (SQLite numbers a NULL one itself).
+        names = [name for name in _columns(table) if name != "pk" or "pk" in first]
+        rows = itertools.chain([first], rows)
+        with (
+            self.connection.cursor() as cursor,
+            cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(tuple(row.get(name) for name in names))
+
+    def finish(self) -> None:
+        with self.connection.cursor() as cursor:
+            for table in (voice_connectors, proxy_sessions, phone_numbers):
+                cursor.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table.name}', 'pk'), "
+                    f"(SELECT max(pk) FROM {table.name}))"
+                )
+        self.connection.commit()
+        self.connection.autocommit = True
+        self.connection.execute("VACUUM ANALYZE")
+        self.connection.close()
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL (`postgresql+psycopg://...`) as libpq reads it."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def participant(kind: int, index: int) -> str:
@@ -117,23 +176,21 @@ def seed(
     drivers: int = 50_000,
     sample: int = 20_000,
     rng_seed: int = 7,
+    url: str | None = None,
 ) -> Seeded:
-    """Create the schema with the server's migrations, then bulk-insert the dataset."""
+    """Create the schema with the server's migrations, then bulk-insert the dataset: into the
+    SQLite file `path`, or into the (empty) PostgreSQL database at `url`."""
     started = time.perf_counter()
     rng = random.Random(rng_seed)
-    Database(f"sqlite:///{path}").upgrade()
+    Database(url or f"sqlite:///{path}").upgrade()
     now = int(time.time() * 1000)
     open_sessions = min(open_sessions, sessions)
     closed = sessions - open_sessions
     connector_id = voice_connector_id()
     numbers = pool_numbers(pool)
 
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=OFF")
-    connection.execute("BEGIN")
-    _insert(
-        connection,
+    sink = _PostgresSink(url) if url else _SqliteSink(path)
+    sink.insert(
         voice_connectors,
         iter(
             [
@@ -151,8 +208,7 @@ def seed(
             ]
         ),
     )
-    _insert(
-        connection,
+    sink.insert(
         proxy_configs,
         iter(
             [
@@ -220,9 +276,8 @@ def seed(
                 "ended_at": None if is_open else expires,
             }
 
-    _insert(connection, proxy_sessions, session_rows())
-    _insert(
-        connection,
+    sink.insert(proxy_sessions, session_rows())
+    sink.insert(
         active_routes,
         (
             {
@@ -239,8 +294,7 @@ def seed(
             for who in (first, second)
         ),
     )
-    _insert(
-        connection,
+    sink.insert(
         pair_history,
         (
             {
@@ -253,8 +307,7 @@ def seed(
         ),
     )
     history.clear()
-    _insert(
-        connection,
+    sink.insert(
         phone_numbers,
         (
             {
@@ -276,20 +329,26 @@ def seed(
             for e164, area_code in numbers
         ),
     )
-    connection.execute("COMMIT")
-    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    connection.close()
+    sink.finish()
     seeded.seconds = time.perf_counter() - started
     return seeded
 
 
-def check_invariant(path: str) -> Sequence[tuple[Any, ...]]:
+_BROKEN_INVARIANT = (
+    "SELECT voice_connector_pk, participant, proxy_number, count(*) FROM active_routes "
+    "GROUP BY 1, 2, 3 HAVING count(*) > 1"
+)
+
+
+def check_invariant(path: str, url: str | None = None) -> Sequence[tuple[Any, ...]]:
     """Rows that would break the routing invariant (there should be none)."""
+    if url:
+        import psycopg
+
+        with psycopg.connect(libpq_url(url)) as connection:
+            return connection.execute(_BROKEN_INVARIANT).fetchall()
     with sqlite3.connect(path) as connection:
-        return connection.execute(
-            "SELECT voice_connector_pk, participant, proxy_number, count(*) FROM active_routes "
-            "GROUP BY 1, 2, 3 HAVING count(*) > 1"
-        ).fetchall()
+        return connection.execute(_BROKEN_INVARIANT).fetchall()
 
 
 # The index docs/performance.md proposes: CreateProxySession's pre-filter orders the pool by

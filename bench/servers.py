@@ -90,13 +90,16 @@ class Server:
         return self.process.pid
 
     def memory(self) -> dict[str, float]:
-        """Peak (VmHWM) and current (VmRSS) resident memory in MiB, from /proc."""
-        values: dict[str, float] = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmHWM", "VmRSS"):
-                values[key] = int(rest.split()[0]) / 1024
-        return {"peak_rss_mib": values["VmHWM"], "rss_mib": values["VmRSS"]}
+        """Peak (VmHWM) and current (VmRSS) resident memory in MiB, from /proc: of the process
+        that serves, which is the largest of the process and its children (with several
+        workers, or under granian, the first process only supervises)."""
+        processes = [_memory(pid) for pid in _process_tree(self.pid)]
+        peak = max(processes, key=lambda values: values["VmHWM"])
+        return {
+            "peak_rss_mib": peak["VmHWM"],
+            "rss_mib": peak["VmRSS"],
+            "processes": len(processes),
+        }
 
     def stop(self) -> None:
         if self.process is None:
@@ -111,6 +114,24 @@ class Server:
         self.process = None
 
 
+def _memory(pid: int) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, from /proc/<pid>/task/<tid>/children."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += _process_tree(int(child))
+    return found
+
+
 def chimeproxy_server(
     directory: Path,
     database: str,
@@ -118,16 +139,25 @@ def chimeproxy_server(
     pinning: Pinning,
     log_level: str,
     variant: str | None = None,
+    *,
+    workers: int = 1,
+    http_server: str = "uvicorn",
 ) -> Server:
-    """`chimeproxy serve`, or with a variant of bench/variants.py (optimizations off)."""
-    module = ["chimeproxy.cli"] if variant is None else ["bench.variants", variant]
+    """`chimeproxy serve`, or with a variant of bench/variants.py (optimizations off), or the
+    same app under granian (bench/granian_serve.py). Several workers are not pinned: they may
+    use both CPUs, as they would in production."""
+    if http_server == "granian":
+        module = ["bench.granian_serve"]
+    else:
+        module = ["chimeproxy.cli"] if variant is None else ["bench.variants", variant]
     command = [
-        *pinning.prefix(pinning.server),
+        *(pinning.prefix(pinning.server) if workers == 1 else []),
         sys.executable, "-m", *module, "serve",
         "--host", "127.0.0.1", "--port", "{port}",
         "--database", database,
         "--auth", "strict", "--credentials", str(credentials),
         "--log-level", log_level,
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]  # fmt: skip
     return Server("chimeproxy", command, "/_chimeproxy/health", directory / "chimeproxy.log")
 

@@ -246,9 +246,8 @@ class ChimeProxyApp:
         )
         await send({"type": "http.response.body", "body": response.body})
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "request",
-                extra={
+            logs.access(
+                {
                     "request_id": request.request_id,
                     "operation": request.operation,
                     "method": request.method,
@@ -256,7 +255,7 @@ class ChimeProxyApp:
                     "error": response.error_type,
                     "account": request.account or None,
                     "ms": round((time.perf_counter() - started) * 1000, 3),
-                },
+                }
             )
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:

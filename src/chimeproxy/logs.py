@@ -78,6 +78,55 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(document, default=str).decode()
 
 
+_ACCESS_HEAD = {"level": "info", "logger": "chimeproxy.access", "message": "request"}
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
+def _timestamp(now: float) -> str:
+    """`now` as JsonFormatter writes a record's time (milliseconds truncated, as logging's)."""
+    global _second
+    whole = int(now)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+
+
+def access(fields: dict[str, Any]) -> None:
+    """Write one access line, the same JSON object JsonFormatter writes for a record of the
+    `chimeproxy.access` logger with `fields` as extras, without building a LogRecord (its
+    `findCaller`, its formatting and the redaction pass took 10 µs of a 180 µs request). The
+    fields are chosen by the code (ids, names, numbers), so there is nothing to redact. Through
+    the writing thread like every other line, so lines keep their order; logged the ordinary
+    way when `configure` has not set up chimeproxy's logging."""
+    handler = _handler
+    if handler is None:
+        logging.getLogger("chimeproxy.access").info("request", extra=fields)
+        return
+    line = orjson.dumps({"time": _timestamp(time.time()), **_ACCESS_HEAD, **fields}).decode()
+    listener = _listener
+    if listener is not None:
+        listener.queue.put_nowait(line)  # type: ignore[arg-type]
+    else:
+        _write(handler, line)
+
+
+def _write(handler: logging.StreamHandler[Any], line: str) -> None:
+    with handler.lock:  # type: ignore[union-attr]
+        handler.stream.write(line + handler.terminator)
+        handler.flush()
+
+
+class _Listener(logging.handlers.QueueListener):
+    """Writes records through its handlers, and lines already formatted (`access`) as they are."""
+
+    def handle(self, record: logging.LogRecord | str) -> None:  # type: ignore[override]
+        if isinstance(record, str):
+            if _handler is not None:
+                _write(_handler, record)
+            return
+        super().handle(record)
+
+
 class _Enqueue(logging.handlers.QueueHandler):
     """Hands records to the writing thread as they are: formatting and writing happen there."""
 
@@ -86,6 +135,7 @@ class _Enqueue(logging.handlers.QueueHandler):
 
 
 _listener: logging.handlers.QueueListener | None = None
+_handler: logging.StreamHandler[Any] | None = None  # where configure's lines go
 
 
 def flush() -> None:
@@ -116,12 +166,13 @@ def configure(level: str) -> None:
     full pipe) must not hold the event loop, which measured up to 0.9 s of a 2,000-request
     burst in write calls. Lines keep their order; they are flushed at exit, and written directly
     from the start of the graceful shutdown (`write_directly`)."""
-    global _listener
+    global _listener, _handler
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     flush()
     queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
-    _listener = logging.handlers.QueueListener(queue, handler)
+    _handler = handler
+    _listener = _Listener(queue, handler)
     _listener.start()
     atexit.unregister(flush)
     atexit.register(flush)

@@ -124,11 +124,22 @@ class Metrics:
         )
         for cause in Cause:  # every cause shows from the start, at 0, so rates need no gap
             self.database_failures.labels(cause.value)
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, operation: str, status: int, seconds: float) -> None:
         """Count one answered request under its operation or endpoint name."""
-        self.requests.labels(operation, str(status)).inc()
-        self.latency.labels(operation).observe(seconds)
+        key = (operation, status)
+        children = self._children.get(key)
+        if children is None:
+            # `labels` costs a few µs a call (argument checks, a lock); operations and statuses
+            # are a fixed few, so each pair's children are looked up once.
+            children = (
+                self.requests.labels(operation, str(status)),
+                self.latency.labels(operation),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def database_failure(self, cause: str) -> None:
         """Database work failed for `cause` (store/health.py classifies)."""

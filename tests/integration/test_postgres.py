@@ -392,7 +392,19 @@ def test_a_server_whose_database_is_gone_answers_503_and_recovers(
             )
         with refused(503, "ServiceUnavailableException"):
             client.list_proxy_sessions(VoiceConnectorId=connector_id)
-        # Over 50 refusals, the outage is a line, in the driver's words.
+        # The operations on prepared statements (store/prepared.py) too: a failed connect is a
+        # 503, not a 500.
+        ids = {"VoiceConnectorId": connector_id, "ProxySessionId": session["ProxySessionId"]}
+        with refused(503, "ServiceUnavailableException"):
+            client.update_proxy_session(**ids, Capabilities=["Voice"])
+        with refused(503, "ServiceUnavailableException"):
+            client.delete_proxy_session(**ids)
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            route = {"caller": session["Participants"][0]["PhoneNumber"], "kind": "voice",
+                     "called": session["Participants"][0]["ProxyPhoneNumber"]}  # fmt: skip
+            assert_refused(http.post("/_chimeproxy/route", json=route), 503,
+                           "ServiceUnavailableException")  # fmt: skip
+        # Over all these refusals, the outage is a line, in the driver's words.
         outage = [
             line
             for line in map(orjson.loads, server.log().splitlines())

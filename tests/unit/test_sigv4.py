@@ -30,6 +30,9 @@ from chimeproxy.protocol.sigv4 import (
     SignedRequest,
     SigV4Error,
     SigV4Verifier,
+    _amz_date_epoch,
+    _cached_query_string,
+    _canonical_query,
     canonical_query_string,
     canonical_uri,
     headers_from_asgi,
@@ -722,6 +725,62 @@ def test_signing_keys_are_cached_per_scope() -> None:
     check(sign(region="us-west-2"), verifier=verifier)
     info = verifier._signing_key.cache_info()  # type: ignore[attr-defined]
     assert (info.hits, info.misses, info.maxsize) == (2, 2, 2)
+
+
+def test_signing_keys_are_derived_once_per_secret_date_region_and_service() -> None:
+    verifier = SigV4Verifier()
+    for _ in range(3):
+        check(sign(), verifier=verifier)
+    check(sign(secret=SK[::-1]), secret=SK[::-1], verifier=verifier)
+    later = WHEN + timedelta(days=1)
+    check(sign(when=later), now=later.replace(tzinfo=UTC), verifier=verifier)
+    info = verifier._signing_key.cache_info()  # type: ignore[attr-defined]
+    assert (info.hits, info.misses) == (2, 3)
+
+
+@PROPERTY_SETTINGS
+@given(
+    instant=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59))
+)
+def test_amz_date_epoch_agrees_with_datetime(instant: datetime) -> None:
+    amz_date = instant.strftime("%Y%m%dT%H%M%SZ").rjust(16, "0")
+    expected = instant.replace(microsecond=0, tzinfo=UTC).timestamp()
+    assert _amz_date_epoch(amz_date) == expected
+
+
+@PROPERTY_SETTINGS
+@given(digits=st.from_regex(r"\A[0-9]{8}T[0-9]{6}Z\Z"))
+def test_amz_date_epoch_refuses_what_datetime_refuses(digits: str) -> None:
+    fields = (digits[0:4], digits[4:6], digits[6:8], digits[9:11], digits[11:13], digits[13:15])
+    try:
+        expected: float | None = datetime(*map(int, fields), tzinfo=UTC).timestamp()  # type: ignore[misc]
+    except ValueError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValueError):
+            _amz_date_epoch(digits)
+    else:
+        assert _amz_date_epoch(digits) == expected
+
+
+@pytest.mark.parametrize(
+    "amz_date",
+    ["20230229T000000Z", "20240230T000000Z", "00001231T000000Z", "20240517T240000Z",
+     "20240517T126000Z", "20240517T123460Z", "20240500T000000Z"],
+)  # fmt: skip
+def test_impossible_instants_are_malformed_dates(amz_date: str) -> None:
+    with pytest.raises(SigV4Error) as info:
+        parse_request_auth(b"", {"authorization": _AUTH, "x-amz-date": amz_date})
+    assert info.value.code == INCOMPLETE_SIGNATURE
+
+
+def test_only_short_queries_are_kept_canonicalized() -> None:
+    short, long = b"max-results=100&status=Open", b"next-token=" + b"A%2Bb" * 200
+    before = _cached_query_string.cache_info().currsize
+    assert _canonical_query(long, False) == canonical_query_string(long)
+    assert _cached_query_string.cache_info().currsize == before
+    assert _canonical_query(short, False) == canonical_query_string(short)
+    assert _canonical_query(short, False) == "max-results=100&status=Open"
 
 
 # ---------------------------------------------------------------- real boto3 client on a socket

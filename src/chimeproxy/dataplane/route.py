@@ -5,16 +5,19 @@ transaction; events are published once it has committed."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, RowMapping
+from sqlalchemy import Connection
 
 from chimeproxy import events, shapes
 from chimeproxy.domain import calls, phone
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.routing import SMS, VOICE, Action, Decision, Media, RouteFacts, decide
 from chimeproxy.store import interactions as store
+from chimeproxy.store import prepared
+from chimeproxy.store.prepared import Statements
 
 if TYPE_CHECKING:
     from chimeproxy.services import Services
@@ -78,13 +81,13 @@ class Routed:
 
 
 def decide_in(
-    connection: Connection,
+    connection: Statements | Connection,
     services: Services,
     caller_raw: object,
     called_raw: object,
     kind: str,
     media: Media | None = None,
-) -> tuple[Routed, RowMapping | None]:
+) -> tuple[Routed, Mapping[str, Any] | None]:
     """Read the numbers, look up the facts and decide, inside the caller's transaction;
     records nothing. The dialled number is found among the proxy numbers (written
     internationally, or nationally in one of their countries); the caller is read in the
@@ -113,7 +116,9 @@ def decide_in(
     return routed, row
 
 
-def locate_called(connection: Connection, called_raw: object) -> tuple[str | None, str | None]:
+def locate_called(
+    connection: Statements | Connection, called_raw: object
+) -> tuple[str | None, str | None]:
     """(E.164, country) of the dialled number when it is one of the proxy numbers' forms; an
     international form needs no look-up (the route query itself says whether it is one)."""
     international = phone.read_number(called_raw, None)
@@ -125,10 +130,10 @@ def locate_called(connection: Connection, called_raw: object) -> tuple[str | Non
 
 
 def record(
-    connection: Connection,
+    connection: Statements | Connection,
     services: Services,
     routed: Routed,
-    row: RowMapping | None,
+    row: Mapping[str, Any] | None,
     *,
     kind: str,
     caller_raw: object,
@@ -198,7 +203,7 @@ def route_call(
 ) -> Routed:
     """Route one call for the SIP edge and record it."""
 
-    def work(connection: Connection) -> Routed:
+    def work(connection: Statements) -> Routed:
         routed, row = decide_in(connection, services, caller_raw, called_raw, VOICE, media)
         record(
             connection, services, routed, row, kind=VOICE, caller_raw=caller_raw, call_id=call_id
@@ -206,8 +211,9 @@ def route_call(
         return routed
 
     # Retried from the start if the session is deleted between the look-up and the insert
-    # (PostgreSQL: the interaction's foreign key then fails); the retry sees it gone.
-    routed = services.db.write_retrying(work)
+    # (PostgreSQL: the interaction's foreign key then fails); the retry sees it gone. Prepared
+    # statements on the driver's connection (store/prepared.py): it is every call's setup.
+    routed = prepared.write_retrying(services.db, work)
     routed.publish(services)
     return routed
 

@@ -3,6 +3,7 @@ Create/Get/List/Update/DeleteProxySession."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping
@@ -29,7 +30,8 @@ from chimeproxy.operations.common import (
 )
 from chimeproxy.operations.registry import Context, Output, operation
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
-from chimeproxy.store import proxy
+from chimeproxy.store import prepared, proxy
+from chimeproxy.store.prepared import Statements
 
 DEFAULT_BEHAVIOR = "PreferSticky"
 
@@ -139,13 +141,19 @@ def ranked_numbers(
     *,
     prefilter: bool = True,
     limit: int = PREFILTER_LIMIT,
+    known: tuple[set[str], dict[str, int]] | None = None,
 ) -> list[Candidate]:
     """The available numbers, best first (domain/selection.py decides). With `prefilter`, SQL
     reads only the few rows that can win instead of the connector's whole pool; when none
-    passes, the full pool is read so that PoolExhausted names the rule exactly as before."""
-    busy = proxy.busy_numbers(connection, connector_pk, request.participants, now)
-    history = proxy.pair_numbers(connection, connector_pk, proxy.pair_key(*request.participants))
-    rows: list[RowMapping] = []
+    passes, the full pool is read so that PoolExhausted names the rule exactly as before.
+    `known`: the participants' busy numbers and the pair's history, when already read."""
+    if known is not None:
+        busy, history = known
+    else:
+        busy = proxy.busy_numbers(connection, connector_pk, request.participants, now)
+        pair = proxy.pair_key(*request.participants)
+        history = proxy.pair_numbers(connection, connector_pk, pair)
+    rows: list[Mapping[str, Any]] = []
     if prefilter:
         geo = request.geo
         rows = proxy.candidate_numbers(
@@ -246,23 +254,35 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
 
     def allocate(connection: Connection) -> dict[str, Any]:
         now = services.clock.now_ms()
-        connector = require_connector(connection, context, params["VoiceConnectorId"])
-        config = proxy.find_config(connection, connector["pk"])
-        if config is None:
+        connector_id = params["VoiceConnectorId"]
+        # The connector, its configuration and the participants-are-its-numbers check in one
+        # statement; busy numbers and the pair's history in another (store/prepared.py).
+        facts = proxy.create_facts(
+            connection, context.account, context.region, connector_id, participants
+        )
+        if facts is None:
+            raise NotFoundException(f"Voice connector {connector_id} not found.")
+        connector = {"pk": facts["pk"], "id": facts["id"]}
+        if facts["config_pk"] is None:
             raise BadRequestException(
                 f"Voice connector {connector['id']} has no proxy configuration; "
                 "call PutVoiceConnectorProxy first."
             )
-        if config["disabled"]:
+        if facts["disabled"]:
             raise BadRequestException(
                 f"Proxy sessions are disabled on voice connector {connector['id']}."
             )
         expiry = _expiry(
             context,
-            params["ExpiryMinutes"] if expiry_given else config["default_expiry_minutes"],
+            params["ExpiryMinutes"] if expiry_given else facts["default_expiry_minutes"],
             "ExpiryMinutes",
         )
-        if own := proxy.connector_numbers_among(connection, connector["pk"], participants):
+        own = {
+            n
+            for n, mine in zip(participants, (facts["own_1"], facts["own_2"]), strict=True)
+            if mine
+        }
+        if own:
             which = " and ".join(
                 _participant(index) for index, number in enumerate(participants) if number in own
             )
@@ -272,16 +292,21 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
                 f"connector {connector['id']}; participants are the people to connect, not its "
                 "proxy numbers."
             )
-        proxy.release_expired_routes(connection, connector["pk"], participants, now)
+        routes, history = proxy.routes_and_history(connection, connector["pk"], participants)
+        if any(expires_at <= now for _, expires_at in routes):
+            proxy.release_expired_routes(connection, connector["pk"], participants, now)
+        busy = {number for number, expires_at in routes if expires_at > now}
         request = SelectionRequest(
             participants=participants,
             capabilities=frozenset(capabilities),
-            pool_countries=frozenset(config["countries"].split(",")),
+            pool_countries=frozenset(facts["countries"].split(",")),
             behavior=behavior or DEFAULT_BEHAVIOR,
             geo=geo,
         )
         try:
-            ranked = ranked_numbers(connection, connector["pk"], request, now)
+            ranked = ranked_numbers(
+                connection, connector["pk"], request, now, known=(busy, history)
+            )
         except PoolExhausted as exc:
             raise BadRequestException(str(exc)) from exc
         created_at = proxy.creation_stamp(connection, connector["pk"], now)
@@ -343,11 +368,14 @@ def list_proxy_sessions(context: Context, params: dict[str, Any]) -> Output:
     connector_id = params["VoiceConnectorId"]
     listing = f"proxy-sessions:{connector_id}:{params.get('Status')}"
     after = page_after(context, listing, params.get("NextToken"))
-    with context.services.db.read() as connection:
-        connector = require_connector(connection, context, connector_id)
+    # Prepared statements in one read transaction (store/prepared.py).
+    with prepared.read(context.services.db) as run:
+        connector_pk = proxy.connector_pk(run, context.account, context.region, connector_id)
+        if connector_pk is None:
+            raise NotFoundException(f"Voice connector {connector_id} not found.")
         rows = proxy.session_page(
-            connection,
-            connector["pk"],
+            run,
+            connector_pk,
             status=params.get("Status"),
             after=tuple(after) if after else None,  # type: ignore[arg-type]
             limit=limit + 1,
@@ -362,20 +390,38 @@ def list_proxy_sessions(context: Context, params: dict[str, Any]) -> Output:
     }
 
 
+def _session_to_change(run: Statements, context: Context, params: dict[str, Any], now: int) -> Any:
+    """The session named by the request, locked until the transaction ends (a concurrent sweep
+    must not close it between a check and the write); NotFound naming the connector or the
+    session otherwise."""
+    connector_id, session_id = params["VoiceConnectorId"], params["ProxySessionId"]
+    row = proxy.session_to_change(
+        run,
+        context.account,
+        context.region,
+        connector_id,
+        session_id,
+        now,
+        context.services.settings.retention_ms,
+    )
+    if row is not None:
+        return row
+    if proxy.connector_pk(run, context.account, context.region, connector_id) is None:
+        raise NotFoundException(f"Voice connector {connector_id} not found.")
+    raise NotFoundException(f"Proxy session {session_id} not found.")
+
+
 @operation("UpdateProxySession")
 def update_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     capabilities = _capabilities(params["Capabilities"])
     now = context.services.clock.now_ms()
-    with context.services.db.write() as connection:
-        connector = require_connector(connection, context, params["VoiceConnectorId"])
-        # Locked: a concurrent sweep must not close it between this check and the write.
-        row = _require_session(
-            connection, context, connector, params["ProxySessionId"], now, lock=True
-        )
+    # Prepared statements on the driver's connection (store/prepared.py).
+    with prepared.write(context.services.db) as run:
+        row = _session_to_change(run, context, params, now)
         state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
         if state.status == SessionStatus.CLOSED:
             raise BadRequestException(f"Proxy session {row['id']} is Closed and cannot change.")
-        number_capabilities = proxy.number_capabilities(connection, row["proxy_number"])
+        number_capabilities = frozenset(filter(None, (row["number_capabilities"] or "").split(",")))
         if not covers(number_capabilities, frozenset(capabilities)):
             raise BadRequestException(
                 "Invalid value for Capabilities: the session's proxy number cannot serve "
@@ -392,24 +438,22 @@ def update_proxy_session(context: Context, params: dict[str, Any]) -> Output:
             }
             if closed_at is not None:
                 changes |= {"status": SessionStatus.CLOSED, "ended_at": closed_at}
-                proxy.release_routes(connection, row["pk"])
+                proxy.release_routes(run, row["pk"])
             else:
-                proxy.set_route_expiry(connection, row["pk"], expires)
-        proxy.update_session(connection, row["pk"], changes)
-    updated = shapes.proxy_session({**row, **changes}, connector["id"], now)  # type: ignore[arg-type]
+                proxy.set_route_expiry(run, row["pk"], expires)
+        proxy.update_session(run, row["pk"], changes)
+    updated = shapes.proxy_session({**row, **changes}, row["voice_connector_id"], now)
     return {"ProxySession": _announce(context, events.SESSION_UPDATED, updated)}
 
 
 @operation("DeleteProxySession")
 def delete_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     now = context.services.clock.now_ms()
-    with context.services.db.write() as connection:
-        connector = require_connector(connection, context, params["VoiceConnectorId"])
-        row = _require_session(
-            connection, context, connector, params["ProxySessionId"], now, lock=True
-        )
-        proxy.delete_session(connection, row["pk"])
-    _announce(context, events.SESSION_DELETED, shapes.proxy_session(row, connector["id"], now))
+    with prepared.write(context.services.db) as run:
+        row = _session_to_change(run, context, params, now)
+        proxy.delete_session(run, row["pk"])
+    shape = shapes.proxy_session(row, row["voice_connector_id"], now)
+    _announce(context, events.SESSION_DELETED, shape)
     return None
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from botocore.model import OperationModel, ServiceModel
@@ -19,6 +22,17 @@ class Route:
 
     def specificity(self) -> tuple[int, int]:
         return (len(self.query), sum(1 for s in self.segments if s is not None))
+
+    def literals(self) -> tuple[Callable[[list[str]], Any], Any]:
+        """A function picking the path's parts at this route's literal segments, and what it
+        must answer (one C call per candidate instead of a generator over the segments)."""
+        positions = [index for index, segment in enumerate(self.segments) if segment is not None]
+        expected = tuple(self.segments[index] for index in positions)
+        if not positions:
+            return (lambda parts: ()), ()
+        if len(positions) == 1:
+            return itemgetter(positions[0]), expected[0]
+        return itemgetter(*positions), expected
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +65,20 @@ class Router:
     """Index of routes by (method, segment count), most specific first."""
 
     def __init__(self, model: ServiceModel) -> None:
-        self._routes: dict[tuple[str, int], list[Route]] = {}
+        routes_by_key: dict[tuple[str, int], list[Route]] = {}
         for name in model.operation_names:
             route = _route_for(model.operation_model(name))
             key = (route.operation.http["method"], len(route.segments))
-            self._routes.setdefault(key, []).append(route)
-        for routes in self._routes.values():
-            routes.sort(key=Route.specificity, reverse=True)
+            routes_by_key.setdefault(key, []).append(route)
+        # Each candidate with its literal-segment check, most specific first.
+        self._routes: dict[tuple[str, int], list[tuple[Route, Callable[[list[str]], Any], Any]]]
+        self._routes = {
+            key: [
+                (route, *route.literals())
+                for route in sorted(routes, key=Route.specificity, reverse=True)
+            ]
+            for key, routes in routes_by_key.items()
+        }
 
     def match(self, method: str, raw_path: str, raw_query: str) -> Match | None:
         """Match on the raw path, then percent-decode each label; None when nothing matches."""
@@ -67,10 +88,8 @@ class Router:
         if not candidates:
             return None
         query = parse_qsl(raw_query, keep_blank_values=True)
-        for route in candidates:
-            if not all(
-                seg is None or seg == part for seg, part in zip(route.segments, parts, strict=True)
-            ):
+        for route, pick, expected in candidates:
+            if pick(parts) != expected:
                 continue
             if route.query and not all(pair in query for pair in route.query):
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,7 +72,10 @@ _PRESIGN_ALGORITHM_MARKER = _PRESIGN_ALGORITHM.encode()
 # Same always-safe set as botocore's quote(..., safe='-_.~') and the JS SDK's escapeUri.
 _QUERY_SAFE = b"-_.~"
 _PATH_SAFE = b"/~"
+# What quote_from_bytes(path, _PATH_SAFE) leaves as it is: letters, digits, `_.-~` and `/`.
+_PLAIN_PATH = re.compile(rb"[A-Za-z0-9_.~/-]*")
 _DIGITS = frozenset("0123456789")
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # every GET's payload hash
 
 
 class SigV4Error(Exception):
@@ -146,8 +150,22 @@ def headers_from_asgi(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, s
     return headers
 
 
+# Days before each month in a common year; a leap year adds one from March on.
+_DAYS_BEFORE_MONTH = (0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_EPOCH_ORDINAL = 719163  # datetime.date(1970, 1, 1).toordinal()
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+# Every request signed in the same second carries the same date, and each is parsed twice (the
+# parse checks it, the time check uses it): cached, and computed with integers, not `datetime`.
+@functools.lru_cache(maxsize=256)
 def _amz_date_epoch(amz_date: str) -> float:
-    """Seconds since the epoch for a `YYYYMMDDTHHMMSSZ` timestamp; ValueError when malformed."""
+    """Seconds since the epoch for a `YYYYMMDDTHHMMSSZ` timestamp; ValueError when malformed
+    or not a real instant (what `datetime` refuses: month 13, 30 February, hour 24, year 0)."""
     if (
         len(amz_date) != 16
         or amz_date[8] != "T"
@@ -156,15 +174,29 @@ def _amz_date_epoch(amz_date: str) -> float:
         or not _DIGITS.issuperset(amz_date[9:15])
     ):
         raise ValueError(amz_date)
-    return datetime(
-        int(amz_date[0:4]),
-        int(amz_date[4:6]),
-        int(amz_date[6:8]),
-        int(amz_date[9:11]),
-        int(amz_date[11:13]),
-        int(amz_date[13:15]),
-        tzinfo=UTC,
-    ).timestamp()
+    year, month, day = int(amz_date[0:4]), int(amz_date[4:6]), int(amz_date[6:8])
+    hour, minute, second = int(amz_date[9:11]), int(amz_date[11:13]), int(amz_date[13:15])
+    leap = _is_leap(year)
+    if (
+        year < 1
+        or not 1 <= month <= 12
+        or not 1 <= day <= _DAYS_IN_MONTH[month] + (leap and month == 2)
+        or hour > 23
+        or minute > 59
+        or second > 59
+    ):
+        raise ValueError(amz_date)
+    before = year - 1
+    ordinal = (
+        before * 365
+        + before // 4
+        - before // 100
+        + before // 400
+        + _DAYS_BEFORE_MONTH[month]
+        + (leap and month > 2)
+        + day
+    )
+    return float((ordinal - _EPOCH_ORDINAL) * 86400 + hour * 3600 + minute * 60 + second)
 
 
 def _format_epoch(epoch: float) -> str:
@@ -371,6 +403,8 @@ def canonical_uri(raw_path: bytes) -> str:
         return "/"
     if not raw_path.startswith(b"/") or b"//" in raw_path or b"/." in raw_path:
         raw_path = _remove_dot_segments(raw_path)
+    if _PLAIN_PATH.fullmatch(raw_path):
+        return raw_path.decode("ascii")  # nothing to encode (ids, names): as quote would answer
     return quote_from_bytes(raw_path, _PATH_SAFE)
 
 
@@ -396,6 +430,18 @@ def canonical_query_string(query_string: bytes, *, drop_signature: bool = False)
         pairs.append((key, _reencode(raw_value)))
     pairs.sort()
     return "&".join([f"{key}={value}" for key, value in pairs])
+
+
+# Short queries repeat (a page size, a status filter): each is canonicalized once. Long ones
+# (a page token) are not kept, so the cache stays small whatever clients send.
+_cached_query_string = functools.lru_cache(maxsize=256)(canonical_query_string)
+_CACHED_QUERY_BYTES = 256
+
+
+def _canonical_query(query_string: bytes, drop_signature: bool) -> str:
+    if len(query_string) > _CACHED_QUERY_BYTES:
+        return canonical_query_string(query_string, drop_signature=drop_signature)
+    return _cached_query_string(query_string, drop_signature=drop_signature)
 
 
 def _verbatim_query_string(query_string: bytes, *, drop_signature: bool) -> str:
@@ -476,7 +522,7 @@ class SigV4Verifier:
 
         declared = headers.get("x-amz-content-sha256")
         if declared is None:
-            payload_hash = hashlib.sha256(body).hexdigest()
+            payload_hash = _EMPTY_SHA256 if not body else hashlib.sha256(body).hexdigest()
         elif declared == UNSIGNED_PAYLOAD:
             if not signed.presigned:
                 raise _invalid(
@@ -484,7 +530,7 @@ class SigV4Verifier:
                     "sign the request body or send its SHA-256 hex digest."
                 )
             payload_hash = declared
-        elif declared.lower() == hashlib.sha256(body).hexdigest():
+        elif declared.lower() == (_EMPTY_SHA256 if not body else hashlib.sha256(body).hexdigest()):
             payload_hash = declared
         else:
             raise _invalid(
@@ -492,17 +538,24 @@ class SigV4Verifier:
                 "send the lower-case hex SHA-256 digest of the exact bytes of the request body."
             )
 
-        canonical_headers = self._canonical_headers(signed.signed_headers, headers)
-        head = f"{method.upper()}\n{canonical_uri(raw_path)}\n"
-        tail = f"\n{canonical_headers}\n{';'.join(signed.signed_headers)}\n"
-        query = canonical_query_string(query_string, drop_signature=signed.presigned)
+        # The canonical request: method, URI, query, headers (each line ending in a newline),
+        # signed header names and payload hash, one per line, joined once.
+        parts = [
+            method.upper(),
+            canonical_uri(raw_path),
+            _canonical_query(query_string, signed.presigned),
+            self._canonical_headers(signed.signed_headers, headers),
+            ";".join(signed.signed_headers),
+            payload_hash,
+        ]
+        query = parts[2]
         scope = f"{credential.date}/{credential.region}/{credential.service}/{TERMINATOR}"
         key = self._signing_key(
             secret_access_key, credential.date, credential.region, credential.service
         )
         provided = signed.signature.encode("utf-8", "surrogatepass")
 
-        first = f"{head}{query}{tail}{payload_hash}"
+        first = "\n".join(parts)
         first_sts = self._string_to_sign(signed.amz_date, scope, first)
         expected = hmac.digest(key, first_sts.encode(), "sha256").hex().encode()
         if hmac.compare_digest(expected, provided):
@@ -519,7 +572,8 @@ class SigV4Verifier:
             for candidate_payload in payloads:
                 if candidate_query is query and candidate_payload is payload_hash:
                     continue
-                canonical = f"{head}{candidate_query}{tail}{candidate_payload}"
+                parts[2], parts[5] = candidate_query, candidate_payload
+                canonical = "\n".join(parts)
                 sts = self._string_to_sign(signed.amz_date, scope, canonical)
                 expected = hmac.digest(key, sts.encode(), "sha256").hex().encode()
                 if hmac.compare_digest(expected, provided):

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -237,24 +237,25 @@ class Database:
             connection.begin(),
         ):
             yield connection
-            # The caller stopped waiting meanwhile (see `run`) and answered 503: roll back rather
-            # than commit a change its client was told did not happen.
-            abandoned = _abandoned.get()
-            if abandoned is not None and abandoned.is_set():
-                log.warning("rolled back a write whose caller stopped waiting at its deadline")
-                raise DatabaseUnavailable(
-                    "The database did not answer in time; retry the request.", Cause.TIMEOUT
-                )
+            check_abandoned()
         self.health.succeeded(wrote=True)
 
-    def write_retrying(self, work: Callable[[Connection], T]) -> T:
+    def write_retrying(
+        self,
+        work: Callable[[Any], T],
+        *,
+        transaction: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> T:
         """Run `work` in a write transaction, again from the start when a unique constraint
         shows that a concurrent writer won, or when PostgreSQL rolled the transaction back to
         resolve a deadlock or serialization conflict (the database, not this process,
-        arbitrates). `work` must have no effect outside the transaction."""
+        arbitrates). `work` must have no effect outside the transaction. `transaction`: another
+        kind of write transaction than `write` (store/prepared.py runs on the driver's
+        connection), with the same rules."""
+        begin = transaction or self.write
         for attempt in range(WRITE_RETRIES):
             try:
-                with self.write() as connection:
+                with begin() as connection:
                     return work(connection)
             except (IntegrityError, WriteConflict, DatabaseUnavailable) as exc:
                 if not _retryable(exc):
@@ -458,6 +459,18 @@ def _write_probe(connection: Connection, dialect: str, number: int) -> None:
 _abandoned: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
     "chimeproxy_abandoned", default=None
 )
+
+
+def check_abandoned() -> None:
+    """Raise DatabaseUnavailable when the caller of this write stopped waiting (see
+    `Database.run`) and answered 503: the write rolls back rather than commit a change its client
+    was told did not happen."""
+    abandoned = _abandoned.get()
+    if abandoned is not None and abandoned.is_set():
+        log.warning("rolled back a write whose caller stopped waiting at its deadline")
+        raise DatabaseUnavailable(
+            "The database did not answer in time; retry the request.", Cause.TIMEOUT
+        )
 
 
 def _retryable(exc: Exception) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     RowMapping,
     and_,
+    bindparam,
     delete,
     exists,
     or_,
@@ -22,6 +25,7 @@ from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.phone_numbers import PhoneNumberStatus
 from chimeproxy.domain.routing import ProxyNumber, RouteFacts, SessionFacts
 from chimeproxy.store import expiry
+from chimeproxy.store.prepared import Prepared, Statements, statements
 from chimeproxy.store.schema import (
     active_routes,
     interactions,
@@ -44,56 +48,86 @@ oo = sms_opt_outs.c
 # Routing facts.
 
 
-def proxy_number_countries(connection: Connection) -> list[str]:
+# Prepared (store/prepared.py): the routing decision is on every call's setup path and every
+# text, so its statements skip SQLAlchemy's per-call work. They run in a transaction of
+# prepared.write or in an SQLAlchemy one (the SMS relay).
+
+_PROXY_NUMBER_COUNTRIES = Prepared(
+    select(pn.country).where(pn.status == PhoneNumberStatus.ASSIGNED).distinct()
+)
+
+
+def proxy_number_countries(connection: Statements | Connection) -> list[str]:
     """The countries of the numbers that may be proxy numbers (assigned to a connector): where
     a dialled number written nationally may belong."""
-    query = select(pn.country).where(pn.status == PhoneNumberStatus.ASSIGNED).distinct()
-    return sorted(filter(None, connection.scalars(query)))
+    rows = statements(connection).rows(_PROXY_NUMBER_COUNTRIES, {})
+    return sorted(filter(None, (row["country"] for row in rows)))
 
 
-def find_proxy_number(connection: Connection, candidates: list[str]) -> RowMapping | None:
-    """The assigned number (`e164`, `country`) among `candidates`, if any."""
-    if not candidates:
-        return None
+@functools.cache
+def _proxy_number_among(count: int) -> Prepared:
+    """The assigned number among `count` candidates (one statement per count, a handful)."""
+    candidates = [bindparam(f"c{index}") for index in range(count)]
     query = select(pn.e164, pn.country).where(
         pn.e164.in_(candidates), pn.status == PhoneNumberStatus.ASSIGNED
     )
-    return connection.execute(query.order_by(pn.e164).limit(1)).mappings().first()
+    return Prepared(query.order_by(pn.e164).limit(1))
+
+
+def find_proxy_number(
+    connection: Statements | Connection, candidates: list[str]
+) -> dict[str, Any] | None:
+    """The assigned number (`e164`, `country`) among `candidates`, if any."""
+    if not candidates:
+        return None
+    params = {f"c{index}": number for index, number in enumerate(candidates)}
+    return statements(connection).first(_proxy_number_among(len(candidates)), params)
+
+
+# One indexed query on the common path: the number (unique e164) joined to its connector and
+# proxy configuration, and the caller's route on it (the routing invariant's unique index).
+_ROUTE_FACTS = Prepared(
+    select(
+        pn.voice_connector_pk.label("connector_pk"),
+        vc.id.label("connector_id"),
+        vc.account.label("connector_account"),
+        vc.region.label("connector_region"),
+        vc.require_encryption.label("connector_require_encryption"),
+        pc.fallback_number,
+        proxy_sessions,
+    )
+    .select_from(
+        phone_numbers.join(voice_connectors, vc.pk == pn.voice_connector_pk)
+        .join(proxy_configs, pc.voice_connector_pk == pn.voice_connector_pk)
+        .outerjoin(
+            active_routes,
+            and_(
+                ar.voice_connector_pk == pn.voice_connector_pk,
+                ar.proxy_number == pn.e164,
+                ar.participant == bindparam("caller"),
+            ),
+        )
+        .outerjoin(proxy_sessions, ps.pk == ar.session_pk)
+    )
+    .where(pn.e164 == bindparam("called"), pn.status == PhoneNumberStatus.ASSIGNED)
+)
 
 
 def route_facts(
-    connection: Connection, caller: str | None, called: str, now: int, retention_ms: int
-) -> tuple[RouteFacts, RowMapping | None]:
+    connection: Statements | Connection,
+    caller: str | None,
+    called: str,
+    now: int,
+    retention_ms: int,
+) -> tuple[RouteFacts, dict[str, Any] | None]:
     """The facts for (caller, called), and the caller's session row when there is one.
 
-    One indexed query on the common path: the number (unique e164) joined to its connector and
-    proxy configuration, and the caller's route on it (the routing invariant's unique index).
-    Only a caller without a route costs a second query, for a closed session within retention.
+    One indexed query on the common path (`_ROUTE_FACTS`). Only a caller without a route costs
+    a second query, for a closed session within retention.
     """
-    route = and_(
-        ar.voice_connector_pk == pn.voice_connector_pk,
-        ar.proxy_number == pn.e164,
-        ar.participant == (caller or ""),  # no caller number: no route
-    )
-    query = (
-        select(
-            pn.voice_connector_pk.label("connector_pk"),
-            vc.id.label("connector_id"),
-            vc.account.label("connector_account"),
-            vc.region.label("connector_region"),
-            vc.require_encryption.label("connector_require_encryption"),
-            pc.fallback_number,
-            proxy_sessions,
-        )
-        .select_from(
-            phone_numbers.join(voice_connectors, vc.pk == pn.voice_connector_pk)
-            .join(proxy_configs, pc.voice_connector_pk == pn.voice_connector_pk)
-            .outerjoin(active_routes, route)
-            .outerjoin(proxy_sessions, ps.pk == ar.session_pk)
-        )
-        .where(pn.e164 == called, pn.status == PhoneNumberStatus.ASSIGNED)
-    )
-    row = connection.execute(query).mappings().first()
+    run = statements(connection)
+    # No caller number: no route.
+    row = run.first(_ROUTE_FACTS, {"caller": caller or "", "called": called})
     if row is None:
         return RouteFacts(proxy=None), None
     proxy = ProxyNumber(
@@ -104,7 +138,7 @@ def route_facts(
     )
     if row["pk"] is None:
         closed = caller is not None and had_closed_session(
-            connection, row["connector_pk"], caller, called, now, retention_ms
+            run, row["connector_pk"], caller, called, now, retention_ms
         )
         return RouteFacts(proxy=proxy, had_closed_session=closed), row
     session = SessionFacts(
@@ -119,36 +153,69 @@ def route_facts(
     return RouteFacts(proxy=proxy, session=session), row
 
 
+_NOW = bindparam("now", type_=BigInteger)
+_HAD_CLOSED_SESSION = Prepared(
+    select(
+        exists()
+        .where(
+            ps.voice_connector_pk == bindparam("connector_pk"),
+            ps.proxy_number == bindparam("called"),
+            or_(ps.participant_1 == bindparam("caller"), ps.participant_2 == bindparam("caller")),
+            expiry.closed_and_visible(_NOW, bindparam("retention_ms", type_=BigInteger)),
+        )
+        .label("found")
+    )
+)
+
+
 def had_closed_session(
-    connection: Connection, connector_pk: int, caller: str, called: str, now: int, retention_ms: int
+    connection: Statements | Connection,
+    connector_pk: int,
+    caller: str,
+    called: str,
+    now: int,
+    retention_ms: int,
 ) -> bool:
     """Whether the caller had a session on this number that is closed now but not yet purged."""
-    query = select(
-        exists().where(
-            ps.voice_connector_pk == connector_pk,
-            ps.proxy_number == called,
-            or_(ps.participant_1 == caller, ps.participant_2 == caller),
-            expiry.closed_and_visible(now, retention_ms),
-        )
-    )
-    return bool(connection.scalar(query))
+    params = {
+        "connector_pk": connector_pk,
+        "called": called,
+        "caller": caller,
+        "now": now,
+        "retention_ms": retention_ms,
+    }
+    row = statements(connection).first(_HAD_CLOSED_SESSION, params)
+    return bool(row and row["found"])
 
 
-def mark_in_progress(connection: Connection, session_pk: int, now: int) -> bool:
+_MARK_IN_PROGRESS = Prepared(
+    update(proxy_sessions)
+    .where(ps.pk == bindparam("session_pk"), expiry.reads_as(SessionStatus.OPEN, _NOW))
+    .values(status=SessionStatus.IN_PROGRESS)
+)
+
+
+def mark_in_progress(connection: Statements | Connection, session_pk: int, now: int) -> bool:
     """Open -> InProgress, unless another contact got there first or the session expired."""
-    result = connection.execute(
-        update(proxy_sessions)
-        .where(ps.pk == session_pk, expiry.reads_as(SessionStatus.OPEN, now))
-        .values(status=SessionStatus.IN_PROGRESS)
+    return (
+        statements(connection).run(_MARK_IN_PROGRESS, {"session_pk": session_pk, "now": now}) == 1
     )
-    return result.rowcount == 1
 
 
 # Interactions.
 
 
-def insert_interaction(connection: Connection, values: dict[str, Any]) -> None:
-    connection.execute(interactions.insert().values(**values))
+# Every column but the primary key, each a bind of its own name.
+_INSERT_INTERACTION = Prepared(
+    interactions.insert().values(
+        {column.name: bindparam(column.name) for column in interactions.c if column.name != "pk"}
+    )
+)
+
+
+def insert_interaction(connection: Statements | Connection, values: dict[str, Any]) -> None:
+    """`values`: every column but the primary key."""
+    statements(connection).run(_INSERT_INTERACTION, values)
 
 
 def find_interaction(connection: Connection, interaction_id: str) -> RowMapping | None:

@@ -1,25 +1,49 @@
-"""Prepared statements for the hottest reads: a SQLAlchemy Core statement compiled once per
+"""Prepared statements for the hot paths: a SQLAlchemy Core statement compiled once per
 dialect, then run straight on a pooled DB-API connection.
 
 SQLAlchemy Core spent about 0.6 ms of a Get building, cache-keying and executing its two
 statements and their transaction on the benchmark machine, for 24 µs of SQLite work; this
-path takes 15 µs (docs/performance.md). The statement is still written in Core against the
-schema, so the SQL stays the one SQLAlchemy would send; only the per-call machinery is
-skipped. A single statement in the driver's autocommit mode reads one consistent snapshot, as
-the transaction it replaces did. Any database error answers None, so that callers fall back on
-their ordinary path, which reports the error exactly as it always has.
+path takes 15 µs (docs/performance.md). A write transaction through an SQLAlchemy Connection
+costs about 45 µs more than the same BEGIN IMMEDIATE ... COMMIT on the driver, and each Core
+statement 30-60 µs more than the driver's execute. The statements are still written in Core
+against the schema, so the SQL stays the one SQLAlchemy would send; only the per-call
+machinery is skipped.
+
+Two ways to run them:
+- `PreparedQuery.first` (a read): one statement in the driver's autocommit mode reads one
+  consistent snapshot, as a read transaction would. Any database error answers None, so that
+  callers fall back on their ordinary path, which reports the error exactly as it always has.
+- `write_retrying(db, work)`: `work` gets a `Statements` in a write transaction with the
+  semantics of `Database.write` (SQLite: BEGIN IMMEDIATE; PostgreSQL: READ COMMITTED, row locks
+  taken by the statements themselves), retried by `Database.write_retrying`'s rules. Driver
+  errors are raised as the SQLAlchemy exceptions Core would raise (IntegrityError for the
+  routing invariant's unique violation, OperationalError carrying a SQLSTATE such as 40001 or
+  40P01), so the retry and the 503 answers follow the same rules as on the Core path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Engine, Select
+from sqlalchemy import Dialect, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.expression import Executable
 
+from chimeproxy.store.database import check_abandoned
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.pool import PoolProxiedConnection
+
+    from chimeproxy.store.database import Database
+
+T = TypeVar("T")
 Processor = Callable[[Any], Any] | None
+# A statement, or a function building it for a dialect name (upserts and row locks differ).
+Build = Executable | Callable[[str], Executable]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,37 +54,49 @@ class _Compiled:
     columns: tuple[str, ...]
     processors: tuple[Processor, ...]  # result conversions SQLAlchemy would apply (booleans)
 
+    def arguments(self, params: Mapping[str, Any]) -> Any:
+        values = self.defaults | dict(params) if self.defaults else params
+        return values if self.positions is None else [values[n] for n in self.positions]
 
-class PreparedQuery:
-    """One SELECT, compiled lazily for each dialect it meets; `first` answers a dict row."""
+    def row(self, values: tuple[Any, ...]) -> dict[str, Any]:
+        return {
+            name: value if process is None or value is None else process(value)
+            for name, value, process in zip(self.columns, values, self.processors, strict=True)
+        }
 
-    def __init__(self, statement: Select[Any]) -> None:
-        self.statement = statement
+
+class Prepared:
+    """One statement, compiled lazily for each dialect it meets."""
+
+    def __init__(self, build: Build) -> None:
+        self.build = build
         self._compiled: dict[tuple[str, str], _Compiled] = {}
 
-    def _compile(self, engine: Engine) -> _Compiled:
-        dialect = engine.dialect
+    def compiled(self, dialect: Dialect) -> _Compiled:
         key = (dialect.name, dialect.paramstyle)
         compiled = self._compiled.get(key)
         if compiled is None:
-            result = self.statement.compile(dialect=dialect)
-            columns = tuple(column.key for column in self.statement.selected_columns)
+            statement = self.build if isinstance(self.build, Executable) else self.build(key[0])
+            result = statement.compile(dialect=dialect)
+            selected = list(getattr(statement, "exported_columns", ()))
+            columns = tuple(column.key for column in selected)
             processors = tuple(
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
-                for column in self.statement.selected_columns
+                for column in selected
             )
             positions = tuple(result.positiontup) if result.positional else None  # type: ignore[arg-type]
             compiled = _Compiled(str(result), positions, dict(result.params), columns, processors)
             self._compiled[key] = compiled
         return compiled
 
+
+class PreparedQuery(Prepared):
+    """One SELECT; `first` answers a dict row, read outside any transaction."""
+
     def first(self, engine: Engine, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row as a dict, or None when there is none or the driver fails."""
-        compiled = self._compile(engine)
-        values = compiled.defaults | dict(params)
-        arguments: Any = (
-            values if compiled.positions is None else [values[n] for n in compiled.positions]
-        )
+        compiled = self.compiled(engine.dialect)
+        arguments = compiled.arguments(params)
         # The driver's own errors, and those the pool wraps (a failed connect, say).
         errors = (engine.dialect.loaded_dbapi.Error, DBAPIError)
         try:
@@ -76,9 +112,162 @@ class PreparedQuery:
                 connection.close()
         except errors:
             return None
-        if row is None:
-            return None
-        return {
-            name: value if process is None or value is None else process(value)
-            for name, value, process in zip(compiled.columns, row, compiled.processors, strict=True)
-        }
+        return None if row is None else compiled.row(row)
+
+
+class Statements:
+    """Prepared statements run on one DB-API connection, inside the caller's transaction."""
+
+    __slots__ = ("_connection", "_cursor", "_error", "_owned", "dialect")
+
+    def __init__(
+        self, connection: PoolProxiedConnection, dialect: Dialect, *, owned: bool = True
+    ) -> None:
+        """`owned`: the connection is this transaction's own (`write`), not an SQLAlchemy
+        Connection's, which handles a lost connection itself."""
+        self._connection = connection
+        self._cursor = connection.cursor()
+        self._error = dialect.loaded_dbapi.Error
+        self._owned = owned
+        self.dialect = dialect
+
+    def _execute(self, prepared: Prepared, params: Mapping[str, Any]) -> _Compiled:
+        compiled = prepared.compiled(self.dialect)
+        arguments = compiled.arguments(params)
+        try:
+            self._cursor.execute(compiled.sql, arguments)
+        except self._error as exc:
+            raise self._wrap(exc, compiled.sql, arguments) from exc
+        return compiled
+
+    def rows(self, prepared: Prepared, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        compiled = self._execute(prepared, params)
+        return [compiled.row(values) for values in self._fetch(self._cursor.fetchall)]
+
+    def first(self, prepared: Prepared, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        compiled = self._execute(prepared, params)
+        values = self._fetch(self._cursor.fetchone)
+        if values is not None:
+            self._fetch(self._cursor.fetchall)  # the rest, so the statement is done
+        return None if values is None else compiled.row(values)
+
+    def run(self, prepared: Prepared, params: Mapping[str, Any]) -> int:
+        """Run a statement without results (or whose results do not matter); its row count."""
+        self._execute(prepared, params)
+        return int(self._cursor.rowcount)
+
+    def sql(self, text: str) -> None:
+        """A statement of the driver's (BEGIN IMMEDIATE)."""
+        try:
+            self._cursor.execute(text)
+        except self._error as exc:
+            raise self._wrap(exc, text, ()) from exc
+
+    def _fetch(self, fetch: Callable[[], T]) -> T:
+        try:
+            return fetch()
+        except self._error as exc:
+            raise self._wrap(exc, "", ()) from exc
+
+    def _wrap(self, exc: Exception, sql: str, arguments: Any) -> DBAPIError:
+        """The driver's error as SQLAlchemy raises it (IntegrityError, OperationalError...):
+        the callers' rules (retry, 503) are written for those. A lost connection is
+        invalidated, so the pool does not hand it out again."""
+        lost = self.dialect.is_disconnect(exc, self._connection, self._cursor)  # type: ignore[arg-type]
+        if lost and self._owned:
+            self._connection.invalidate(exc)
+        return DBAPIError.instance(
+            sql, arguments, exc, self._error, connection_invalidated=lost, dialect=self.dialect
+        )
+
+    def close(self) -> None:
+        with suppress(self._error):
+            self._cursor.close()
+
+
+def statements(connection: Statements | Connection) -> Statements:
+    """Prepared statements on `connection`, in its current transaction: the store's prepared
+    functions take a transaction of this module's, or an SQLAlchemy Connection in one of
+    `Database`'s (the SMS relay, the tests), whose driver connection then runs them."""
+    if isinstance(connection, Statements):
+        return connection
+    return Statements(
+        connection.connection,  # type: ignore[arg-type]
+        connection.dialect,
+        owned=False,
+    )
+
+
+@contextmanager
+def write(db: Database) -> Iterator[Statements]:
+    """A write transaction on a pooled DB-API connection, as `Database.write` opens one: SQLite
+    takes the write lock with its first statement (BEGIN IMMEDIATE); PostgreSQL begins
+    implicitly at the server's READ COMMITTED. Committed when the block ends, rolled back when
+    it raises or when its caller stopped waiting (Database.run's deadline)."""
+    begin = "BEGIN IMMEDIATE" if db.dialect == "sqlite" else None
+    with _transaction(db, begin, writes=True) as statements:
+        yield statements
+
+
+@contextmanager
+def read(db: Database) -> Iterator[Statements]:
+    """A read-only transaction over one snapshot, as `Database.read` opens one (PostgreSQL:
+    REPEATABLE READ READ ONLY, which never fails with a serialization error)."""
+    begin = (
+        "BEGIN"
+        if db.dialect == "sqlite"
+        else "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+    )
+    with _transaction(db, begin, writes=False) as statements:
+        yield statements
+
+
+@contextmanager
+def _transaction(db: Database, begin: str | None, *, writes: bool) -> Iterator[Statements]:
+    engine = db.engine
+    # The same guard as Database's transactions: failures classified and told to health.
+    with db._guard(writing=writes):
+        connection = _checkout(engine)
+        try:
+            statements = Statements(connection, engine.dialect)
+            try:
+                if begin is not None:
+                    statements.sql(begin)
+                yield statements
+                if writes:
+                    check_abandoned()
+                try:
+                    connection.commit()
+                except statements._error as exc:
+                    raise statements._wrap(exc, "COMMIT", ()) from exc
+                db.health.succeeded(wrote=writes)
+            except BaseException:
+                _rollback(connection, statements)
+                raise
+            finally:
+                statements.close()
+        finally:
+            connection.close()
+
+
+def _checkout(engine: Engine) -> PoolProxiedConnection:
+    """A pooled connection; a failed connect raised as SQLAlchemy's `Engine.connect` raises it
+    (the pool hands the driver's own error on), for the 503 rules."""
+    error = engine.dialect.loaded_dbapi.Error
+    try:
+        return engine.raw_connection()
+    except error as exc:
+        raise DBAPIError.instance(None, None, exc, error, dialect=engine.dialect) from exc
+
+
+def _rollback(connection: PoolProxiedConnection, statements: Statements) -> None:
+    if not connection.is_valid:
+        return  # invalidated after a lost connection (`_wrap`): nothing left to roll back
+    # Should it fail, the pool resets (or discards) the connection when it is returned.
+    with suppress(statements._error):
+        connection.rollback()
+
+
+def write_retrying(db: Database, work: Callable[[Statements], T]) -> T:
+    """`Database.write_retrying` for prepared statements: the same retry rules, around `write`."""
+    return db.write_retrying(work, transaction=lambda: write(db))  # type: ignore[arg-type]

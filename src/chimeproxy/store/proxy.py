@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Integer,
     RowMapping,
     bindparam,
     delete,
@@ -19,6 +21,7 @@ from sqlalchemy import (
     literal_column,
     select,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,7 +30,7 @@ from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.phone_numbers import PhoneNumberStatus
 from chimeproxy.store import expiry
 from chimeproxy.store.database import WriteConflict
-from chimeproxy.store.prepared import PreparedQuery
+from chimeproxy.store.prepared import Prepared, PreparedQuery, Statements, statements
 from chimeproxy.store.schema import (
     active_routes,
     pair_history,
@@ -85,7 +88,7 @@ def connector_numbers(connection: Connection, connector_pk: int) -> list[RowMapp
 
 
 def candidate_numbers(
-    connection: Connection,
+    connection: Statements | Connection,
     connector_pk: int,
     *,
     busy: Collection[str],
@@ -95,7 +98,7 @@ def candidate_numbers(
     geo_country: str | None,
     geo_area_code: str | None,
     limit: int,
-) -> list[RowMapping]:
+) -> list[dict[str, Any]]:
     """A pre-filter of `connector_numbers` for allocation, so a create reads a handful of rows
     instead of the whole pool: the numbers that pass the selection's filters (pool countries,
     number capabilities `needed`, geo, not `busy` for a participant), limited to the `limit`
@@ -104,35 +107,68 @@ def candidate_numbers(
     That always contains the selection's choice; domain/selection.py still makes it.
 
     `busy` and `had` come as lists (a few numbers each) rather than as subqueries: SQLite
-    would otherwise probe active_routes once per number of the pool."""
+    would otherwise probe active_routes once per number of the pool. The statements are
+    prepared for each shape of request (how many numbers in each list, which capabilities,
+    which geo filters): building them through Core took half of a create."""
+    busy, had, countries = list(busy), list(had), list(countries)
+    general, sticky = _candidate_statements(
+        len(busy),
+        len(had),
+        len(countries),
+        tuple(sorted(needed)),
+        geo_country is not None,
+        geo_area_code is not None,
+    )
+    params: dict[str, Any] = {
+        "connector_pk": connector_pk,
+        "geo_country": geo_country,
+        "geo_area_code": geo_area_code,
+        "limit": limit,
+    }
+    for prefix, values in (("b", busy), ("h", had), ("c", countries)):
+        params.update({f"{prefix}{index}": value for index, value in enumerate(values)})
+    run = statements(connection)
+    rows = run.rows(general, params)
+    if sticky is not None:
+        rows += run.rows(sticky, params)
+    return rows
+
+
+@functools.lru_cache(maxsize=256)
+def _candidate_statements(
+    busy: int, had: int, countries: int, needed: tuple[str, ...], geo_country: bool, geo_area: bool
+) -> tuple[Prepared, Prepared | None]:
+    """`candidate_numbers`' statements for one shape of request: the general order's first
+    (`limit` bound), and the pair's own numbers (None when it had none)."""
+
+    def binds(prefix: str, count: int) -> list[Any]:
+        return [bindparam(f"{prefix}{index}") for index in range(count)]
+
     conditions = [
-        pn.voice_connector_pk == connector_pk,
+        pn.voice_connector_pk == bindparam("connector_pk"),
         pn.status == PhoneNumberStatus.ASSIGNED,
-        pn.country.in_(list(countries)),
+        pn.country.in_(binds("c", countries)),
     ]
     padded = literal(",") + pn.capabilities + literal(",")
     conditions += [padded.contains(f",{name},", autoescape=True) for name in needed]
-    if geo_country is not None:
-        conditions.append(pn.country == geo_country)
-    if geo_area_code is not None:
-        conditions.append(pn.area_code == geo_area_code)
+    if geo_country:
+        conditions.append(pn.country == bindparam("geo_country"))
+    if geo_area:
+        conditions.append(pn.area_code == bindparam("geo_area_code"))
     if busy:
-        conditions.append(pn.e164.not_in(list(busy)))
+        conditions.append(pn.e164.not_in(binds("b", busy)))
     columns = (pn.e164, pn.country, pn.area_code, pn.capabilities, pn.last_allocated_at)
     general = select(*columns).where(*conditions)
     if had:
-        general = general.where(pn.e164.not_in(list(had)))
+        general = general.where(pn.e164.not_in(binds("h", had)))
     general = general.order_by(
         # As ix_phone_numbers_allocation orders them: never-allocated (NULL) first, on both engines.
         func.coalesce(pn.last_allocated_at, literal_column("0")),
         func.length(pn.e164),
         pn.e164,
-    ).limit(limit)
-    rows = list(connection.execute(general).mappings())
-    if had:
-        sticky = select(*columns).where(*conditions, pn.e164.in_(list(had)))
-        rows += connection.execute(sticky).mappings()
-    return rows
+    ).limit(bindparam("limit", type_=Integer))
+    sticky = select(*columns).where(*conditions, pn.e164.in_(binds("h", had))) if had else None
+    return Prepared(general), None if sticky is None else Prepared(sticky)
 
 
 def connector_numbers_among(
@@ -206,75 +242,131 @@ def pair_numbers(connection: Connection, connector_pk: int, pair: str) -> dict[s
     return {row.proxy_number: row.last_used_at for row in connection.execute(query)}
 
 
+# The session's two routes in one INSERT.
+_INSERT_ROUTES = Prepared(
+    active_routes.insert().values(
+        [
+            {
+                "voice_connector_pk": bindparam("connector_pk"),
+                "participant": bindparam(f"participant_{index}"),
+                "proxy_number": bindparam("number"),
+                "session_pk": bindparam("session_pk"),
+                "expires_at": bindparam("expires_at", type_=BigInteger),
+            }
+            for index in (1, 2)
+        ]
+    )
+)
+
+
+def _history_upsert(dialect: str) -> Any:
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert
+    return (
+        insert(pair_history)
+        .values(
+            voice_connector_pk=bindparam("connector_pk"),
+            pair=bindparam("pair"),
+            proxy_number=bindparam("number"),
+            last_used_at=bindparam("used_at", type_=BigInteger),
+        )
+        .on_conflict_do_update(
+            index_elements=["voice_connector_pk", "pair", "proxy_number"],
+            set_={"last_used_at": bindparam("used_at", type_=BigInteger)},
+        )
+    )
+
+
+_UPSERT_HISTORY = Prepared(_history_upsert)
+_MARK_NUMBER = Prepared(
+    update(phone_numbers)
+    .where(
+        pn.e164 == bindparam("number"),
+        pn.voice_connector_pk == bindparam("connector_pk"),
+        pn.status == PhoneNumberStatus.ASSIGNED,
+    )
+    .values(last_allocated_at=bindparam("used_at", type_=BigInteger))
+)
+
+
 def record_allocation(
-    connection: Connection, connector_pk: int, session: dict[str, Any], session_pk: int
+    connection: Statements | Connection,
+    connector_pk: int,
+    session: dict[str, Any],
+    session_pk: int,
 ) -> None:
     """Claim the routes (the unique constraint refuses a number a participant already has),
     remember the pair's number, and mark the number used now."""
+    run = statements(connection)
     number = session["proxy_number"]
-    connection.execute(
-        active_routes.insert(),
-        [
-            {
-                "voice_connector_pk": connector_pk,
-                "participant": participant,
-                "proxy_number": number,
-                "session_pk": session_pk,
-                "expires_at": session["expires_at"],
-            }
-            # In a fixed order, so that two creates for the same pair never wait on each other
-            # in a cycle (PostgreSQL would abort one as a deadlock).
-            for participant in sorted((session["participant_1"], session["participant_2"]))
-        ],
+    # In a fixed order, so that two creates for the same pair never wait on each other in a
+    # cycle (PostgreSQL would abort one as a deadlock).
+    first, second = sorted((session["participant_1"], session["participant_2"]))
+    run.run(
+        _INSERT_ROUTES,
+        {
+            "connector_pk": connector_pk,
+            "participant_1": first,
+            "participant_2": second,
+            "number": number,
+            "session_pk": session_pk,
+            "expires_at": session["expires_at"],
+        },
     )
-    history = _upsert(connection)(pair_history).values(
-        voice_connector_pk=connector_pk,
-        pair=pair_key(session["participant_1"], session["participant_2"]),
-        proxy_number=number,
-        last_used_at=session["created_at"],
-    )
-    connection.execute(
-        history.on_conflict_do_update(
-            index_elements=["voice_connector_pk", "pair", "proxy_number"],
-            set_={"last_used_at": session["created_at"]},
-        )
-    )
+    used = {"connector_pk": connector_pk, "number": number, "used_at": session["created_at"]}
+    pair = pair_key(session["participant_1"], session["participant_2"])
+    run.run(_UPSERT_HISTORY, {**used, "pair": pair})
     # The number must still be this connector's: a disassociation that committed since the
     # candidates were read leaves no row to update, and the create runs again without it.
-    marked = connection.execute(
-        update(phone_numbers)
-        .where(
-            pn.e164 == number,
-            pn.voice_connector_pk == connector_pk,
-            pn.status == PhoneNumberStatus.ASSIGNED,
-        )
-        .values(last_allocated_at=session["created_at"])
-    )
-    if marked.rowcount != 1:
+    if run.run(_MARK_NUMBER, used) != 1:
         raise WriteConflict("the chosen proxy number left the voice connector")
 
 
-def creation_stamp(connection: Connection, connector_pk: int, now: int) -> int:
+# Locks the connector row until commit (PostgreSQL; SQLite has no row locks and needs none).
+_LOCK_CONNECTOR = Prepared(
+    select(voice_connectors.c.pk)
+    .where(voice_connectors.c.pk == bindparam("connector_pk"))
+    .with_for_update()
+)
+_NEWEST_SESSION = Prepared(
+    select(func.max(ps.created_at).label("newest")).where(
+        ps.voice_connector_pk == bindparam("connector_pk")
+    )
+)
+
+
+def creation_stamp(connection: Statements | Connection, connector_pk: int, now: int) -> int:
     """CreatedTimestamp for a new session: `now`, or just after the connector's newest session.
 
     Listing pages by (CreatedTimestamp, id), so a new session must sort after every session a
     reader may already have paged past: the connector row stays locked until commit (PostgreSQL;
     SQLite writers are serialized anyway), which makes commit order the listing order, and the
-    stamp never repeats or goes back within a connector."""
-    connection.execute(
-        select(voice_connectors.c.pk).where(voice_connectors.c.pk == connector_pk).with_for_update()
-    )
-    newest = connection.scalar(
-        select(func.max(ps.created_at)).where(ps.voice_connector_pk == connector_pk)
-    )
+    stamp never repeats or goes back within a connector. The lock is its own statement, before
+    the max is read: at READ COMMITTED that read then sees the previous holder's session."""
+    run = statements(connection)
+    params = {"connector_pk": connector_pk}
+    if run.dialect.name != "sqlite":
+        run.first(_LOCK_CONNECTOR, params)
+    row = run.first(_NEWEST_SESSION, params)
+    newest = row["newest"] if row else None
     return now if newest is None or newest < now else newest + 1
 
 
 # Sessions.
 
 
-def insert_session(connection: Connection, values: dict[str, Any]) -> int:
-    return connection.execute(proxy_sessions.insert().values(**values)).inserted_primary_key[0]
+@functools.cache
+def _insert_session(columns: tuple[str, ...]) -> Prepared:
+    values = {name: bindparam(f"v_{name}", type_=ps[name].type) for name in columns}
+    return Prepared(proxy_sessions.insert().values(values).returning(ps.pk))
+
+
+def insert_session(connection: Statements | Connection, values: dict[str, Any]) -> int:
+    """The new session's primary key."""
+    row = statements(connection).first(
+        _insert_session(tuple(values)), {f"v_{name}": value for name, value in values.items()}
+    )
+    assert row is not None
+    return int(row["pk"])
 
 
 def find_session(
@@ -299,8 +391,26 @@ def find_session(
     return connection.execute(query).mappings().first()
 
 
+@functools.cache
+def _session_page(status: str | None, after: bool) -> Prepared:
+    """A page of a connector's visible sessions in listing order (one statement for each kind
+    of request: with or without a status filter, first page or after a position)."""
+    now = bindparam("now", type_=BigInteger)
+    query = select(proxy_sessions).where(
+        ps.voice_connector_pk == bindparam("connector_pk"),
+        expiry.visible(now, bindparam("retention_ms", type_=BigInteger)),
+    )
+    if status is not None:
+        query = query.where(expiry.reads_as(status, now))
+    if after:
+        position = tuple_(bindparam("after_created", type_=BigInteger), bindparam("after_id"))
+        query = query.where(tuple_(ps.created_at, ps.id) > position)
+    limit = bindparam("limit", type_=Integer)
+    return Prepared(query.order_by(ps.created_at, ps.id).limit(limit))
+
+
 def session_page(
-    connection: Connection,
+    connection: Statements | Connection,
     connector_pk: int,
     *,
     status: str | None,
@@ -308,34 +418,53 @@ def session_page(
     limit: int,
     now: int,
     retention_ms: int,
-) -> list[RowMapping]:
-    query = select(proxy_sessions).where(
-        ps.voice_connector_pk == connector_pk, expiry.visible(now, retention_ms)
-    )
-    if status is not None:
-        query = query.where(expiry.reads_as(status, now))
+) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {
+        "connector_pk": connector_pk,
+        "now": now,
+        "retention_ms": retention_ms,
+        "limit": limit,
+    }
     if after is not None:
-        query = query.where(tuple_(ps.created_at, ps.id) > tuple_(*after))
-    return list(connection.execute(query.order_by(ps.created_at, ps.id).limit(limit)).mappings())
+        params["after_created"], params["after_id"] = after
+    return statements(connection).rows(_session_page(status, after is not None), params)
 
 
-def update_session(connection: Connection, session_pk: int, values: dict[str, Any]) -> None:
-    connection.execute(update(proxy_sessions).where(ps.pk == session_pk).values(**values))
+@functools.cache
+def _update_session(columns: tuple[str, ...]) -> Prepared:
+    values = {name: bindparam(f"v_{name}", type_=ps[name].type) for name in columns}
+    return Prepared(update(proxy_sessions).where(ps.pk == bindparam("session_pk")).values(values))
 
 
-def set_route_expiry(connection: Connection, session_pk: int, expires_at: int) -> None:
-    connection.execute(
-        update(active_routes).where(ar.session_pk == session_pk).values(expires_at=expires_at)
-    )
+def update_session(
+    connection: Statements | Connection, session_pk: int, values: dict[str, Any]
+) -> None:
+    params = {f"v_{name}": value for name, value in values.items()}
+    statements(connection).run(_update_session(tuple(values)), {**params, "session_pk": session_pk})
 
 
-def release_routes(connection: Connection, session_pk: int) -> None:
-    connection.execute(delete(active_routes).where(ar.session_pk == session_pk))
+_SET_ROUTE_EXPIRY = Prepared(
+    update(active_routes)
+    .where(ar.session_pk == bindparam("session_pk"))
+    .values(expires_at=bindparam("expires_at", type_=BigInteger))
+)
+_RELEASE_ROUTES = Prepared(delete(active_routes).where(ar.session_pk == bindparam("session_pk")))
+_DELETE_SESSION = Prepared(delete(proxy_sessions).where(ps.pk == bindparam("session_pk")))
 
 
-def delete_session(connection: Connection, session_pk: int) -> None:
-    release_routes(connection, session_pk)
-    connection.execute(delete(proxy_sessions).where(ps.pk == session_pk))
+def set_route_expiry(connection: Statements | Connection, session_pk: int, expires_at: int) -> None:
+    params = {"session_pk": session_pk, "expires_at": expires_at}
+    statements(connection).run(_SET_ROUTE_EXPIRY, params)
+
+
+def release_routes(connection: Statements | Connection, session_pk: int) -> None:
+    statements(connection).run(_RELEASE_ROUTES, {"session_pk": session_pk})
+
+
+def delete_session(connection: Statements | Connection, session_pk: int) -> None:
+    run = statements(connection)
+    run.run(_RELEASE_ROUTES, {"session_pk": session_pk})
+    run.run(_DELETE_SESSION, {"session_pk": session_pk})
 
 
 def number_capabilities(connection: Connection, e164: str) -> frozenset[str]:
@@ -343,21 +472,58 @@ def number_capabilities(connection: Connection, e164: str) -> frozenset[str]:
     return frozenset(filter(None, (value or "").split(",")))
 
 
+# The connector named by (account, region, connector id), and a session of it named by its id
+# that is visible at `now`: the conditions of the prepared session look-ups.
+_CONNECTOR_BY_IDS = (
+    voice_connectors.c.account == bindparam("account"),
+    voice_connectors.c.region == bindparam("region"),
+    voice_connectors.c.id == bindparam("connector_id"),
+)
+_SESSION_BY_IDS_WHERE = (
+    *_CONNECTOR_BY_IDS,
+    ps.id == bindparam("session_id"),
+    expiry.visible(bindparam("now", type_=BigInteger), bindparam("retention_ms", type_=BigInteger)),
+)
+
 # GetProxySession in one prepared statement (store/prepared.py): the session joined to its
-# connector, found by (account, region, connector id, session id), visible at `now`.
+# connector.
 _SESSION_BY_IDS = PreparedQuery(
     select(proxy_sessions, voice_connectors.c.id.label("voice_connector_id"))
     .join(voice_connectors, voice_connectors.c.pk == ps.voice_connector_pk)
-    .where(
-        voice_connectors.c.account == bindparam("account"),
-        voice_connectors.c.region == bindparam("region"),
-        voice_connectors.c.id == bindparam("connector_id"),
-        ps.id == bindparam("session_id"),
-        expiry.visible(
-            bindparam("now", type_=BigInteger), bindparam("retention_ms", type_=BigInteger)
-        ),
-    )
+    .where(*_SESSION_BY_IDS_WHERE)
 )
+
+# Update and Delete: the session locked (PostgreSQL: FOR UPDATE OF the session row only, as
+# before; SQLite writers hold the write lock), joined to its connector and to its proxy number's
+# capabilities, in one statement instead of three.
+_SESSION_TO_CHANGE = Prepared(
+    select(
+        proxy_sessions,
+        voice_connectors.c.id.label("voice_connector_id"),
+        pn.capabilities.label("number_capabilities"),
+    )
+    .select_from(
+        proxy_sessions.join(
+            voice_connectors, voice_connectors.c.pk == ps.voice_connector_pk
+        ).outerjoin(phone_numbers, pn.e164 == ps.proxy_number)
+    )
+    .where(*_SESSION_BY_IDS_WHERE)
+    .with_for_update(of=proxy_sessions)
+)
+_CONNECTOR_PK = Prepared(select(voice_connectors.c.pk).where(*_CONNECTOR_BY_IDS))
+
+
+def _ids(
+    account: str, region: str, connector_id: str, session_id: str, now: int, retention_ms: int
+) -> dict[str, Any]:
+    return {
+        "account": account,
+        "region": region,
+        "connector_id": connector_id,
+        "session_id": session_id,
+        "now": now,
+        "retention_ms": retention_ms,
+    }
 
 
 def find_session_by_ids(
@@ -371,14 +537,114 @@ def find_session_by_ids(
 ) -> dict[str, Any] | None:
     """The visible session with its `voice_connector_id`; None when there is none (or the
     driver failed), for the caller to take the ordinary path and word the error."""
-    return _SESSION_BY_IDS.first(
-        engine,
-        {
-            "account": account,
-            "region": region,
-            "connector_id": connector_id,
-            "session_id": session_id,
-            "now": now,
-            "retention_ms": retention_ms,
-        },
+    params = _ids(account, region, connector_id, session_id, now, retention_ms)
+    return _SESSION_BY_IDS.first(engine, params)
+
+
+def session_to_change(
+    run: Statements,
+    account: str,
+    region: str,
+    connector_id: str,
+    session_id: str,
+    now: int,
+    retention_ms: int,
+) -> dict[str, Any] | None:
+    """The visible session, locked until the transaction ends, with its `voice_connector_id`
+    and `number_capabilities` (its proxy number's); None when there is none."""
+    params = _ids(account, region, connector_id, session_id, now, retention_ms)
+    return run.first(_SESSION_TO_CHANGE, params)
+
+
+def connector_pk(run: Statements, account: str, region: str, connector_id: str) -> int | None:
+    """The primary key of the connector, None when there is none."""
+    params = {"account": account, "region": region, "connector_id": connector_id}
+    row = run.first(_CONNECTOR_PK, params)
+    return None if row is None else int(row["pk"])
+
+
+# CreateProxySession's checks in one statement: the connector, its proxy configuration (NULLs
+# when it has none) and whether each participant is one of its numbers.
+def _own_number(participant: str) -> Any:
+    return exists().where(
+        pn.voice_connector_pk == voice_connectors.c.pk, pn.e164 == bindparam(participant)
     )
+
+
+_CREATE_FACTS = Prepared(
+    select(
+        voice_connectors.c.pk,
+        voice_connectors.c.id,
+        pc.voice_connector_pk.label("config_pk"),
+        pc.default_expiry_minutes,
+        pc.countries,
+        pc.disabled,
+        _own_number("participant_1").label("own_1"),
+        _own_number("participant_2").label("own_2"),
+    )
+    .select_from(
+        voice_connectors.outerjoin(proxy_configs, pc.voice_connector_pk == voice_connectors.c.pk)
+    )
+    .where(*_CONNECTOR_BY_IDS)
+)
+
+
+def create_facts(
+    connection: Statements | Connection,
+    account: str,
+    region: str,
+    connector_id: str,
+    participants: tuple[str, str],
+) -> dict[str, Any] | None:
+    """The connector (`pk`, `id`), its proxy configuration (`config_pk` None when it has none,
+    `default_expiry_minutes`, `countries`, `disabled`) and `own_1`, `own_2`: whether each
+    participant is a number of the connector. None when there is no such connector."""
+    params = {
+        "account": account,
+        "region": region,
+        "connector_id": connector_id,
+        "participant_1": participants[0],
+        "participant_2": participants[1],
+    }
+    return statements(connection).first(_CREATE_FACTS, params)
+
+
+# The participants' routes and the pair's history in one statement: `kind` says which.
+_ROUTES_AND_HISTORY = Prepared(
+    union_all(
+        select(
+            literal_column("'route'").label("kind"),
+            ar.proxy_number.label("number"),
+            ar.expires_at.label("at"),
+        ).where(
+            ar.voice_connector_pk == bindparam("connector_pk"),
+            ar.participant.in_([bindparam("participant_1"), bindparam("participant_2")]),
+        ),
+        select(
+            literal_column("'pair'"),
+            ph.proxy_number,
+            ph.last_used_at,
+        ).where(ph.voice_connector_pk == bindparam("connector_pk"), ph.pair == bindparam("pair")),
+    )
+)
+
+
+def routes_and_history(
+    connection: Statements | Connection, connector_pk: int, participants: tuple[str, str]
+) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """The participants' routes on the connector, live or not, as (proxy number, expires_at),
+    and the pair's numbers with when each was last used (`pair_numbers`)."""
+    params = {
+        "connector_pk": connector_pk,
+        "participant_1": participants[0],
+        "participant_2": participants[1],
+        "pair": pair_key(*participants),
+    }
+    routes: list[tuple[str, int]] = []
+    history: dict[str, int] = {}
+    for row in statements(connection).rows(_ROUTES_AND_HISTORY, params):
+        if row["kind"] == "route":
+            routes.append((row["number"], row["at"]))
+        else:
+            history[row["number"]] = row["at"]
+    return routes, history
