@@ -125,9 +125,9 @@ def sign_in(
     assert "/console/signin" in browser.current_url
     browser.find_element(*by("#access_key_id")).send_keys(key[0])
     browser.find_element(*by("#secret_access_key")).send_keys(secret or key[1])
-    form = browser.find_element(*by("html"))
+    mark_page(browser)
     browser.find_element(*by(".signin button[type=submit]")).click()
-    wait(browser, staleness_of(form))  # the answer's page has replaced the form
+    wait(browser, page_replaced)  # the answer's page has replaced the form
 
 
 @pytest.fixture
@@ -138,10 +138,15 @@ def alice(browser: Any, strict: ChimeProxyServer) -> Any:
     return browser
 
 
-def staleness_of(element: Any) -> Any:
-    from selenium.webdriver.support.expected_conditions import staleness_of
+def mark_page(browser: Any) -> None:
+    """Mark the document shown now, so that `page_replaced` can tell when another replaced it
+    (chromedriver reports an element of a page being replaced with a generic inspector error
+    rather than as stale, so element handles cannot tell)."""
+    browser.execute_script("window.chimeproxyTestMark = true;")
 
-    return staleness_of(element)
+
+def page_replaced(browser: Any) -> bool:
+    return browser.execute_script("return window.chimeproxyTestMark === undefined;") is True
 
 
 def wait(browser: Any, condition: Any, timeout: float = 15.0) -> Any:
