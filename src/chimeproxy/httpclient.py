@@ -29,6 +29,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
+# What a blocking request can raise for want of a usable answer; http.client.HTTPException (a
+# connection closed or garbled mid-answer) is not an OSError.
+_REQUEST_FAILURES = (urllib.error.URLError, OSError, ValueError, http.client.HTTPException)
+
 
 async def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
     """POST `body` and answer the response status; only the status line is read."""
@@ -78,8 +82,7 @@ def fetch(url: str, *, timeout: float, limit: int = 64 * 1024) -> bytes:
     try:
         with _OPENER.open(request, timeout=timeout) as answer:
             return answer.read(limit)
-    # http.client.HTTPException: a connection closed or garbled mid-answer (not an OSError).
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+    except _REQUEST_FAILURES as exc:
         raise HttpError(f"GET failed: {exc.__class__.__name__}") from exc
 
 
@@ -93,6 +96,5 @@ def post_blocking(url: str, body: bytes, headers: dict[str, str], *, timeout: fl
             return answer.status
     except urllib.error.HTTPError as exc:
         return exc.code
-    # http.client.HTTPException: a connection closed or garbled mid-answer (not an OSError).
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+    except _REQUEST_FAILURES as exc:
         raise HttpError(f"POST failed: {exc.__class__.__name__}") from exc
