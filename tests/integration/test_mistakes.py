@@ -47,7 +47,8 @@ def one_line(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
 
 
 def test_postgresql_without_psycopg_says_what_to_install(tmp_path: Path) -> None:
-    for command in (["serve"], ["db", "upgrade"]):
+    # serve on a free port: the default one may be in use, which it would report first.
+    for command in (["serve", "--port", str(free_port())], ["db", "upgrade"]):
         result = chimeproxy(*command, "--database", POSTGRES, cwd=tmp_path, without="psycopg")
         one_line(result, "psycopg", "pip install 'chimeproxy[postgres]'")
 
