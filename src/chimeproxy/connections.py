@@ -26,7 +26,6 @@ import asyncio
 import functools
 import logging
 import resource
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from chimeproxy.domain.ids import uuid_id
 from chimeproxy.logs import EpisodeLog
 from chimeproxy.protocol.errors import ServiceUnavailableException
 from chimeproxy.protocol.http import Response
@@ -170,7 +170,7 @@ async def _refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
     )
     headers = [
         *response.headers,
-        (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
+        (b"x-amzn-requestid", uuid_id().encode()),
         (b"content-type", b"application/json"),
         (b"content-length", str(len(response.body)).encode()),
         (b"connection", b"close"),

@@ -17,12 +17,12 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
+from chimeproxy.domain.ids import uuid_id
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.httpclient import HttpError, post
 from chimeproxy.protocol.serializer import format_timestamp
@@ -147,7 +147,7 @@ class WebhookSink:
         region: str | None = None,
     ) -> None:
         """Queue an event; safe from any thread, never waits."""
-        event_id = str(uuid.uuid4())
+        event_id = uuid_id()
         body = orjson.dumps(
             {
                 "id": event_id,

@@ -4,7 +4,6 @@ transaction; events are published once it has committed."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from sqlalchemy import Connection
 
 from chimeproxy import events, shapes
 from chimeproxy.domain import calls, phone
+from chimeproxy.domain.ids import uuid_id
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.routing import SMS, VOICE, Action, Decision, Media, RouteFacts, decide
 from chimeproxy.store import interactions as store
@@ -157,7 +157,7 @@ def record(
     # A call refused in its session (unencrypted media) is listed with the session too.
     session = decision.session if decision.out_of_session is None else None
     values: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
+        "id": uuid_id(),
         "voice_connector_pk": routed.connector_pk,
         "session_pk": session.pk if session else None,
         "kind": kind,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from chimeproxy.domain.ids import uuid_id
 from chimeproxy.protocol.errors import ServiceError
 
 
@@ -20,7 +20,7 @@ class Request:
     body: bytes
     client_host: str | None
     scheme: str = "http"  # "https" behind TLS (uvicorn reads a trusted proxy's X-Forwarded-Proto)
-    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    request_id: str = field(default_factory=uuid_id)
     account: str = ""
     region: str = ""
     operation: str | None = None  # the matched operation or endpoint's name

@@ -1,0 +1,110 @@
+"""The log writing thread (logs.py `_Writer`): every line, in order, whether it comes in a
+burst or alone, and nothing left behind when it stops."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+
+import orjson
+
+from chimeproxy import logs
+
+
+def writer() -> tuple[logs._Writer, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    running = logs._Writer(handler)
+    running.start()
+    return running, stream
+
+
+def wait_for(condition, seconds: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def record(message: str, level: int = logging.WARNING) -> logging.LogRecord:
+    return logging.makeLogRecord(
+        {"name": "chimeproxy.test", "levelno": level, "levelname": "WARNING", "msg": message}
+    )
+
+
+def test_a_burst_from_several_threads_keeps_each_threads_order_and_loses_nothing() -> None:
+    running, stream = writer()
+
+    def burst(thread: int) -> None:
+        for index in range(2_000):
+            running.put(f'{{"thread":{thread},"index":{index}}}')
+
+    threads = [threading.Thread(target=burst, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    running.stop()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 8_000
+    for thread in range(4):
+        assert [x["index"] for x in lines if x["thread"] == thread] == list(range(2_000))
+
+
+def test_a_line_alone_is_written_at_once_not_at_the_next_batch() -> None:
+    running, stream = writer()
+    try:
+        time.sleep(0.05)  # the writer is idle, waiting for work
+        started = time.monotonic()
+        running.put('{"alone":true}')
+        wait_for(lambda: '"alone":true' in stream.getvalue())
+        assert time.monotonic() - started < 1.0
+    finally:
+        running.stop()
+
+
+def test_records_are_formatted_in_order_with_formatted_lines() -> None:
+    running, stream = writer()
+    running.put('{"first":1}')
+    running.put(record("second 1 +12065550123"))  # formatted (and redacted) by the writer
+    running.put('{"third":3}')
+    running.stop()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0] == {"first": 1}
+    assert lines[1]["message"] == f"second 1 {logs.REDACTED}"
+    assert lines[2] == {"third": 3}
+
+
+def test_stop_writes_what_is_waiting() -> None:
+    running, stream = writer()
+    for index in range(500):
+        running.put(f'{{"index":{index}}}')
+    running.stop()
+    assert not running.is_alive()
+    assert len(stream.getvalue().splitlines()) == 500
+
+
+def test_under_load_lines_are_written_in_batches() -> None:
+    """One write per batch, not per line: what keeps the writer off the event loop's GIL."""
+    writes = 0
+
+    class Counting(io.StringIO):
+        def write(self, text: str) -> int:
+            nonlocal writes
+            writes += 1
+            return super().write(text)
+
+    stream = Counting()
+    handler = logging.StreamHandler(stream)
+    running = logs._Writer(handler)
+    running.start()
+    for index in range(20_000):
+        running.put(f'{{"index":{index}}}')
+        if index % 1000 == 0:
+            time.sleep(0.002)
+    running.stop()
+    assert len(stream.getvalue().splitlines()) == 20_000
+    assert writes < 200
