@@ -33,10 +33,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from chimeproxy.domain.ids import uuid_id
 from chimeproxy.logs import EpisodeLog
 from chimeproxy.protocol.errors import ServiceUnavailableException
 from chimeproxy.protocol.http import Response
+from chimeproxy.uuids import random_uuid
 
 log = logging.getLogger("chimeproxy.connections")
 
@@ -170,7 +170,7 @@ async def _refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
     )
     headers = [
         *response.headers,
-        (b"x-amzn-requestid", uuid_id().encode()),
+        (b"x-amzn-requestid", random_uuid().encode()),
         (b"content-type", b"application/json"),
         (b"content-length", str(len(response.body)).encode()),
         (b"connection", b"close"),

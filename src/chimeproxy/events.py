@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from chimeproxy.domain.ids import uuid_id
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.httpclient import HttpError, post
 from chimeproxy.protocol.serializer import format_timestamp
 from chimeproxy.shapes import with_iso_timestamps
+from chimeproxy.uuids import random_uuid
 
 log = logging.getLogger("chimeproxy.events")
 
@@ -147,7 +147,7 @@ class WebhookSink:
         region: str | None = None,
     ) -> None:
         """Queue an event; safe from any thread, never waits."""
-        event_id = uuid_id()
+        event_id = random_uuid()
         body = orjson.dumps(
             {
                 "id": event_id,

@@ -12,12 +12,12 @@ from sqlalchemy import Connection
 
 from chimeproxy import events, shapes
 from chimeproxy.domain import calls, phone
-from chimeproxy.domain.ids import uuid_id
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.routing import SMS, VOICE, Action, Decision, Media, RouteFacts, decide
 from chimeproxy.store import interactions as store
 from chimeproxy.store import prepared
 from chimeproxy.store.prepared import Statements
+from chimeproxy.uuids import random_uuid
 
 if TYPE_CHECKING:
     from chimeproxy.services import Services
@@ -157,7 +157,7 @@ def record(
     # A call refused in its session (unencrypted media) is listed with the session too.
     session = decision.session if decision.out_of_session is None else None
     values: dict[str, Any] = {
-        "id": uuid_id(),
+        "id": random_uuid(),
         "voice_connector_pk": routed.connector_pk,
         "session_pk": session.pk if session else None,
         "kind": kind,

@@ -9,7 +9,6 @@ import orjson
 from sqlalchemy import Connection, RowMapping
 
 from chimeproxy import shapes
-from chimeproxy.domain import ids
 from chimeproxy.domain.catalog import CatalogNumber
 from chimeproxy.domain.phone import InvalidPhoneNumber, normalize_e164
 from chimeproxy.domain.phone_numbers import PhoneNumberStatus
@@ -23,6 +22,7 @@ from chimeproxy.operations.common import (
 from chimeproxy.operations.registry import Context, Output, operation
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.store import phone_numbers
+from chimeproxy.uuids import random_uuid
 
 SEARCH_PAGE = 100
 
@@ -91,7 +91,7 @@ def create_phone_number_order(context: Context, params: dict[str, Any]) -> Outpu
         # A concurrent order that took one of these numbers first makes the unique constraint
         # fail the insert; the whole order then runs again and reports that number Failed.
         now = services.clock.now_ms()
-        order_id = ids.uuid_id()
+        order_id = random_uuid()
         owned = phone_numbers.owned_among(connection, requested)
         results: list[tuple[str, str]] = []
         rows = []

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping
 
 from chimeproxy import events, shapes
-from chimeproxy.domain import ids, lifecycle
+from chimeproxy.domain import lifecycle
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.phone import is_country, number_facts, why_not_valid
 from chimeproxy.domain.selection import (
@@ -32,6 +32,7 @@ from chimeproxy.operations.registry import Context, Output, operation
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.store import prepared, proxy
 from chimeproxy.store.prepared import Statements
+from chimeproxy.uuids import random_uuid
 
 DEFAULT_BEHAVIOR = "PreferSticky"
 
@@ -312,7 +313,7 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
         created_at = proxy.creation_stamp(connection, connector["pk"], now)
         session = {
             "voice_connector_pk": connector["pk"],
-            "id": ids.uuid_id(),
+            "id": random_uuid(),
             "name": params.get("Name"),
             "status": SessionStatus.OPEN,
             "capabilities": ",".join(capabilities),
@@ -354,11 +355,11 @@ def get_proxy_session(context: Context, params: dict[str, Any]) -> Output:
         context.services.settings.retention_ms,
     )
     if found is not None:
-        return {"ProxySession": shapes.proxy_session(found, found["voice_connector_id"], now)}  # type: ignore[arg-type]
+        return {"ProxySession": shapes.proxy_session_wire(found, found["voice_connector_id"], now)}
     with context.services.db.read() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
         row = _require_session(connection, context, connector, params["ProxySessionId"], now)
-    return {"ProxySession": shapes.proxy_session(row, connector["id"], now)}
+    return {"ProxySession": shapes.proxy_session_wire(row, connector["id"], now)}
 
 
 @operation("ListProxySessions")
@@ -383,7 +384,9 @@ def list_proxy_sessions(context: Context, params: dict[str, Any]) -> Output:
             retention_ms=context.services.settings.retention_ms,
         )
     return {
-        "ProxySessions": [shapes.proxy_session(row, connector_id, now) for row in rows[:limit]],
+        "ProxySessions": [
+            shapes.proxy_session_wire(row, connector_id, now) for row in rows[:limit]
+        ],
         "NextToken": next_token(
             context, listing, rows, limit, lambda r: [r["created_at"], r["id"]]
         ),

@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from chimeproxy.domain.ids import uuid_id
 from chimeproxy.protocol.errors import ServiceError
+from chimeproxy.uuids import random_uuid
 
 
 @dataclass(slots=True)
@@ -20,7 +20,7 @@ class Request:
     body: bytes
     client_host: str | None
     scheme: str = "http"  # "https" behind TLS (uvicorn reads a trusted proxy's X-Forwarded-Proto)
-    request_id: str = field(default_factory=uuid_id)
+    request_id: str = field(default_factory=random_uuid)
     account: str = ""
     region: str = ""
     operation: str | None = None  # the matched operation or endpoint's name

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from chimeproxy.store.database import Database
 
 T = TypeVar("T")
-Processor = Callable[[Any], Any] | None
 # A statement, or a function building it for a dialect name (upserts and row locks differ).
 Build = Executable | Callable[[str], Executable]
 
@@ -52,17 +51,21 @@ class _Compiled:
     positions: tuple[str, ...] | None  # bind names in order, for positional paramstyles
     defaults: dict[str, Any]  # every bind's value as compiled (constants such as 'Closed')
     columns: tuple[str, ...]
-    processors: tuple[Processor, ...]  # result conversions SQLAlchemy would apply (booleans)
+    # The result conversions SQLAlchemy would apply (booleans on SQLite): (column, processor)
+    # for the columns that have one; most statements have none.
+    conversions: tuple[tuple[str, Callable[[Any], Any]], ...]
 
     def arguments(self, params: Mapping[str, Any]) -> Any:
         values = self.defaults | dict(params) if self.defaults else params
         return values if self.positions is None else [values[n] for n in self.positions]
 
     def row(self, values: tuple[Any, ...]) -> dict[str, Any]:
-        return {
-            name: value if process is None or value is None else process(value)
-            for name, value, process in zip(self.columns, values, self.processors, strict=True)
-        }
+        row = dict(zip(self.columns, values, strict=True))
+        for name, process in self.conversions:
+            value = row[name]
+            if value is not None:
+                row[name] = process(value)
+        return row
 
 
 class Prepared:
@@ -80,12 +83,17 @@ class Prepared:
             result = statement.compile(dialect=dialect)
             selected = list(getattr(statement, "exported_columns", ()))
             columns = tuple(column.key for column in selected)
-            processors = tuple(
+            processors = [
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
                 for column in selected
+            ]
+            conversions = tuple(
+                (name, process)
+                for name, process in zip(columns, processors, strict=True)
+                if process is not None
             )
             positions = tuple(result.positiontup) if result.positional else None  # type: ignore[arg-type]
-            compiled = _Compiled(str(result), positions, dict(result.params), columns, processors)
+            compiled = _Compiled(str(result), positions, dict(result.params), columns, conversions)
             self._compiled[key] = compiled
         return compiled
 

@@ -1,4 +1,4 @@
-"""Request and interaction ids: `uuid_id` against the standard library's `uuid` as the oracle."""
+"""Request and interaction ids: `random_uuid` against the standard library's `uuid` as the oracle."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import os
 import threading
 import uuid
 
-from chimeproxy.domain import ids
+from chimeproxy import uuids
 
 
 def test_uuid_ids_are_canonical_version_4_uuids() -> None:
     for _ in range(20_000):  # several refills of the random buffer
-        text = ids.uuid_id()
+        text = uuids.random_uuid()
         parsed = uuid.UUID(text)
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
@@ -22,7 +22,7 @@ def test_uuid_ids_use_every_random_bit_but_the_fixed_ones() -> None:
     """122 random bits: over many ids each of them is seen both set and clear."""
     seen_set, seen_clear = 0, 0
     for _ in range(2_000):
-        value = uuid.UUID(ids.uuid_id()).int
+        value = uuid.UUID(uuids.random_uuid()).int
         seen_set |= value
         seen_clear |= ~value
     fixed = (0xF000 << 64) | (0xC000 << 48)
@@ -33,7 +33,7 @@ def test_threads_never_share_an_id() -> None:
     made: list[list[str]] = [[] for _ in range(8)]
 
     def make(into: list[str]) -> None:
-        into.extend(ids.uuid_id() for _ in range(5_000))
+        into.extend(uuids.random_uuid() for _ in range(5_000))
 
     threads = [threading.Thread(target=make, args=(into,)) for into in made]
     for thread in threads:
@@ -45,16 +45,16 @@ def test_threads_never_share_an_id() -> None:
 
 
 def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
-    ids.uuid_id()  # the parent now holds buffered random bytes
+    uuids.random_uuid()  # the parent now holds buffered random bytes
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its next ids, to the parent
         os.close(read)
-        os.write(write, "\n".join(ids.uuid_id() for _ in range(100)).encode())
+        os.write(write, "\n".join(uuids.random_uuid() for _ in range(100)).encode())
         os._exit(0)
     os.close(write)
     with os.fdopen(read) as pipe:
         child = set(pipe.read().split("\n"))
     os.waitpid(pid, 0)
-    parent = {ids.uuid_id() for _ in range(100)}
+    parent = {uuids.random_uuid() for _ in range(100)}
     assert len(child) == 100 and not child & parent
