@@ -160,6 +160,7 @@ class ChimeProxyApp:
         self.services.token_key  # noqa: B018 -- created now so no request pays for it
         await asyncio.to_thread(self.services.catalog)
         db.start_probe()
+        db.keep_a_connection_for_this_thread()
         if isinstance(self.events, WebhookSink):
             await self.events.start()
         self._sweeper = asyncio.create_task(sweeper.run_forever(self.services))

@@ -346,7 +346,7 @@ def get_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     now = context.services.clock.now_ms()
     # One prepared statement (docs/performance.md); on a miss the path below words the error.
     found = proxy.find_session_by_ids(
-        context.services.db.engine,
+        context.services.db,
         context.account,
         context.region,
         params["VoiceConnectorId"],

@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from chimeproxy.store.health import Cause, DatabaseHealth, Failure
 from chimeproxy.store.schema import server_settings
@@ -191,6 +192,7 @@ class Database:
             self.describe(), count_failure, logger=log if log_failures else None
         )
         self._probe: _Probe | None = None
+        self._loop_connection = _LoopConnection()
 
     def describe(self) -> str:
         """The database as shown in health answers and logs: engine and location, no password."""
@@ -309,6 +311,35 @@ class Database:
                 "The database did not answer in time; retry the request.", Cause.TIMEOUT
             ) from exc
 
+    def keep_a_connection_for_this_thread(self) -> None:
+        """Called on the event loop at start-up: SQLite's inline work (`run`) then takes one
+        connection kept for the loop instead of a pool checkout and check-in per transaction
+        (about 8 µs of a 75 µs Get), and always the same one, whose statement and page caches
+        stay warm. Other threads (sweeps, commands, the tests) keep using the pool."""
+        if self.inline:
+            self._loop_connection.thread = threading.get_ident()
+
+    @contextmanager
+    def driver_connection(self) -> Iterator[PoolProxiedConnection]:
+        """A DB-API connection for one statement or transaction (store/prepared.py): the
+        loop's kept connection when this is the loop and it is free, else one from the pool,
+        returned afterwards. The caller leaves no transaction open. A failed connect is
+        raised as SQLAlchemy's `Engine.connect` raises it (the pool hands the driver's own
+        error on), for the 503 rules."""
+        kept = self._loop_connection
+        if kept.thread == threading.get_ident() and not kept.in_use:
+            connection = kept.take(self.engine)
+            try:
+                yield connection
+            finally:
+                kept.in_use = False
+            return
+        connection = _pooled(self.engine)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers a query."""
         with self.read() as connection:
@@ -352,6 +383,7 @@ class Database:
         next ones open the database anew: SQLite keeps a file that was read-only when its first
         connection opened it read-only for every connection of the process until the last
         closes; PostgreSQL may reach the new primary after a failover."""
+        self._loop_connection.generation += 1
         self.engine.dispose()
         if self._probe is not None:
             self._probe.engine.dispose()
@@ -395,7 +427,45 @@ class Database:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        self._loop_connection.release()
         self.engine.dispose()
+
+
+def _pooled(engine: Engine) -> PoolProxiedConnection:
+    error = engine.dialect.loaded_dbapi.Error
+    try:
+        return engine.raw_connection()
+    except error as exc:
+        raise DBAPIError.instance(None, None, exc, error, dialect=engine.dialect) from exc
+
+
+class _LoopConnection:
+    """The pooled connection the event loop keeps checked out for SQLite's inline work
+    (`Database.keep_a_connection_for_this_thread`). Replaced when it was invalidated (a lost
+    connection) and when the database was reopened (`_reopen` bumps `generation`: the file
+    must be opened anew by every connection)."""
+
+    def __init__(self) -> None:
+        self.thread: int | None = None  # the loop's thread; None: nothing is kept
+        self.in_use = False  # a transaction on it is running (a nested one takes the pool's)
+        self.generation = 0
+        self._connection: PoolProxiedConnection | None = None
+        self._generation = 0
+
+    def take(self, engine: Engine) -> PoolProxiedConnection:
+        connection = self._connection
+        if connection is None or not connection.is_valid or self._generation != self.generation:
+            self.release()
+            self._generation = self.generation
+            connection = self._connection = _pooled(engine)
+        self.in_use = True
+        return connection
+
+    def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
 
 class _Probe(threading.Thread):

@@ -28,7 +28,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Dialect, Engine
+from sqlalchemy import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
@@ -101,23 +101,21 @@ class Prepared:
 class PreparedQuery(Prepared):
     """One SELECT; `first` answers a dict row, read outside any transaction."""
 
-    def first(self, engine: Engine, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    def first(self, db: Database, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row as a dict, or None when there is none or the driver fails."""
-        compiled = self.compiled(engine.dialect)
+        dialect = db.engine.dialect
+        compiled = self.compiled(dialect)
         arguments = compiled.arguments(params)
         # The driver's own errors, and those the pool wraps (a failed connect, say).
-        errors = (engine.dialect.loaded_dbapi.Error, DBAPIError)
+        errors = (dialect.loaded_dbapi.Error, DBAPIError)
         try:
-            connection = engine.raw_connection()
-            try:
+            with db.driver_connection() as connection:
                 cursor = connection.cursor()
                 try:
                     cursor.execute(compiled.sql, arguments)
                     row = cursor.fetchone()
                 finally:
                     cursor.close()
-            finally:
-                connection.close()
         except errors:
             return None
         return None if row is None else compiled.row(row)
@@ -232,48 +230,36 @@ def read(db: Database) -> Iterator[Statements]:
 
 @contextmanager
 def _transaction(db: Database, begin: str | None, *, writes: bool) -> Iterator[Statements]:
-    engine = db.engine
     # The same guard as Database's transactions: failures classified and told to health.
-    with db._guard(writing=writes):
-        connection = _checkout(engine)
+    with db._guard(writing=writes), db.driver_connection() as connection:
+        statements = Statements(connection, db.engine.dialect)
         try:
-            statements = Statements(connection, engine.dialect)
+            if begin is not None:
+                statements.sql(begin)
+            yield statements
+            if writes:
+                check_abandoned()
             try:
-                if begin is not None:
-                    statements.sql(begin)
-                yield statements
-                if writes:
-                    check_abandoned()
-                try:
-                    connection.commit()
-                except statements._error as exc:
-                    raise statements._wrap(exc, "COMMIT", ()) from exc
-                db.health.succeeded(wrote=writes)
-            except BaseException:
-                _rollback(connection, statements)
-                raise
-            finally:
-                statements.close()
+                connection.commit()
+            except statements._error as exc:
+                raise statements._wrap(exc, "COMMIT", ()) from exc
+            db.health.succeeded(wrote=writes)
+        except BaseException:
+            _rollback(connection, statements)
+            raise
         finally:
-            connection.close()
-
-
-def _checkout(engine: Engine) -> PoolProxiedConnection:
-    """A pooled connection; a failed connect raised as SQLAlchemy's `Engine.connect` raises it
-    (the pool hands the driver's own error on), for the 503 rules."""
-    error = engine.dialect.loaded_dbapi.Error
-    try:
-        return engine.raw_connection()
-    except error as exc:
-        raise DBAPIError.instance(None, None, exc, error, dialect=engine.dialect) from exc
+            statements.close()
 
 
 def _rollback(connection: PoolProxiedConnection, statements: Statements) -> None:
     if not connection.is_valid:
         return  # invalidated after a lost connection (`_wrap`): nothing left to roll back
-    # Should it fail, the pool resets (or discards) the connection when it is returned.
-    with suppress(statements._error):
+    try:
         connection.rollback()
+    except statements._error as exc:
+        # A transaction may still be open on it: no one may use it again (the loop's kept
+        # connection included, see Database.driver_connection).
+        connection.invalidate(exc)
 
 
 def write_retrying(db: Database, work: Callable[[Statements], T]) -> T:

@@ -10,7 +10,6 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
-    Engine,
     Integer,
     RowMapping,
     bindparam,
@@ -29,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.phone_numbers import PhoneNumberStatus
 from chimeproxy.store import expiry
-from chimeproxy.store.database import WriteConflict
+from chimeproxy.store.database import Database, WriteConflict
 from chimeproxy.store.prepared import Prepared, PreparedQuery, Statements, statements
 from chimeproxy.store.schema import (
     active_routes,
@@ -527,7 +526,7 @@ def _ids(
 
 
 def find_session_by_ids(
-    engine: Engine,
+    db: Database,
     account: str,
     region: str,
     connector_id: str,
@@ -538,7 +537,7 @@ def find_session_by_ids(
     """The visible session with its `voice_connector_id`; None when there is none (or the
     driver failed), for the caller to take the ordinary path and word the error."""
     params = _ids(account, region, connector_id, session_id, now, retention_ms)
-    return _SESSION_BY_IDS.first(engine, params)
+    return _SESSION_BY_IDS.first(db, params)
 
 
 def session_to_change(
