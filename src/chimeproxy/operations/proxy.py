@@ -135,7 +135,7 @@ PREFILTER_LIMIT = 8
 
 
 def ranked_numbers(
-    connection: Connection,
+    connection: Statements | Connection,
     connector_pk: int,
     request: SelectionRequest,
     now: int,
@@ -253,7 +253,7 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     behavior = params.get("NumberSelectionBehavior")
     services = context.services
 
-    def allocate(connection: Connection) -> dict[str, Any]:
+    def allocate(connection: Statements | Connection) -> dict[str, Any]:
         now = services.clock.now_ms()
         connector_id = params["VoiceConnectorId"]
         # The connector, its configuration and the participants-are-its-numbers check in one
@@ -295,6 +295,8 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
             )
         routes, history = proxy.routes_and_history(connection, connector["pk"], participants)
         if any(expires_at <= now for _, expires_at in routes):
+            if isinstance(connection, Statements):
+                raise _ExpiredRoutes
             proxy.release_expired_routes(connection, connector["pk"], participants, now)
         busy = {number for number, expires_at in routes if expires_at > now}
         request = SelectionRequest(
@@ -337,8 +339,18 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
         proxy.record_allocation(connection, connector["pk"], session, session_pk)
         return shapes.proxy_session(session, connector["id"], now)  # type: ignore[arg-type]
 
-    created = services.db.write_retrying(allocate)
+    # Prepared statements in a transaction on the driver's connection (store/prepared.py);
+    # closing sessions that expired unseen is written for SQLAlchemy's Connection, so a create
+    # that meets one (rare: the sweeper closes them within a minute) runs again on that path.
+    try:
+        created = prepared.write_retrying(services.db, allocate)
+    except _ExpiredRoutes:
+        created = services.db.write_retrying(allocate)
     return {"ProxySession": _announce(context, events.SESSION_CREATED, created)}
+
+
+class _ExpiredRoutes(Exception):
+    """A participant's route belongs to a session that expired unseen (see above)."""
 
 
 @operation("GetProxySession")

@@ -78,12 +78,19 @@ def has_active_sessions(connection: Connection, connector_pk: int, now: int) -> 
 # Allocation inputs.
 
 
-def connector_numbers(connection: Connection, connector_pk: int) -> list[RowMapping]:
-    """Numbers associated with (and assigned to) the connector, as allocation candidates."""
-    query = select(pn.e164, pn.country, pn.area_code, pn.capabilities, pn.last_allocated_at).where(
-        pn.voice_connector_pk == connector_pk, pn.status == PhoneNumberStatus.ASSIGNED
+_CONNECTOR_NUMBERS = Prepared(
+    select(pn.e164, pn.country, pn.area_code, pn.capabilities, pn.last_allocated_at).where(
+        pn.voice_connector_pk == bindparam("connector_pk"),
+        pn.status == PhoneNumberStatus.ASSIGNED,
     )
-    return list(connection.execute(query).mappings())
+)
+
+
+def connector_numbers(
+    connection: Statements | Connection, connector_pk: int
+) -> list[dict[str, Any]]:
+    """Numbers associated with (and assigned to) the connector, as allocation candidates."""
+    return statements(connection).rows(_CONNECTOR_NUMBERS, {"connector_pk": connector_pk})
 
 
 def candidate_numbers(
