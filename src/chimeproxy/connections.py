@@ -27,7 +27,7 @@ import functools
 import logging
 import resource
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,6 +179,64 @@ async def _refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+class CoalescingTransport:
+    """A connection's transport whose writes made in one turn of the event loop leave as one.
+
+    uvicorn writes a response's status line and headers, then its body: two `write` calls,
+    each a system call that carries a TCP segment through the network stack (on loopback,
+    through the receiver's side too). A whole response now costs one: a Get spent about a
+    third of its HTTP time in those writes (docs/performance.md). Buffered bytes leave when
+    the response completes, at the end of the loop's turn otherwise (a streamed body), and
+    before the connection closes; everything else is the transport's own."""
+
+    __slots__ = ("_flush_scheduled", "_loop", "_pending", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._flush_scheduled = False
+
+    def write(self, data: bytes) -> None:
+        self._pending.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending:
+            self._pending = []
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        if not self.transport.is_closing():
+            self.flush()
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self.transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout and a connection limit (see the
     module's docstring)."""
@@ -191,7 +249,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         already_open = len(self.connections)
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         if already_open >= self.limits.max_connections + OVERFLOW_CONNECTIONS:
             idlest = next(iter(_idle), None)
             if idlest is None:
@@ -221,6 +279,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
+        self.transport.flush()  # type: ignore[attr-defined]
         super().on_response_complete()
         idle = self.cycle is None or self.cycle.response_complete  # no pipelined request next
         if idle and not self.transport.is_closing():

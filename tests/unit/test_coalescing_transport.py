@@ -1,0 +1,120 @@
+"""connections.CoalescingTransport: a response's writes leave as one, none is lost or
+reordered, and nothing is held back past the loop's turn or the connection's end."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from chimeproxy.connections import CoalescingTransport
+
+
+class Recording:
+    """A transport that records what it is asked to do."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.events: list[str] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.events.append("write")
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+        self.events.append("close")
+
+    def abort(self) -> None:
+        self.closing = True
+        self.events.append("abort")
+
+    def write_eof(self) -> None:
+        self.events.append("eof")
+
+    def get_write_buffer_size(self) -> int:
+        return 7
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.2", 5060) if name == "peername" else None
+
+
+def run(test: Any) -> None:
+    asyncio.run(test())
+
+
+def test_the_writes_of_one_turn_leave_as_one_write_in_order() -> None:
+    async def test() -> None:
+        raw = Recording()
+        transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        transport.write(b"{}")
+        assert raw.writes == []  # held for the rest of this turn
+        await asyncio.sleep(0)
+        assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+        transport.write(b"next")  # a later turn's writes are a write of their own
+        await asyncio.sleep(0)
+        assert raw.writes[1:] == [b"next"]
+
+    run(test)
+
+
+def test_flush_sends_at_once_and_the_scheduled_flush_then_finds_nothing() -> None:
+    async def test() -> None:
+        raw = Recording()
+        transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"head")
+        transport.write(b"body")
+        transport.flush()  # what the protocol does when a response completes
+        assert raw.writes == [b"headbody"]
+        await asyncio.sleep(0)
+        assert raw.writes == [b"headbody"]
+
+    run(test)
+
+
+def test_close_sends_what_is_held_first_and_abort_drops_it() -> None:
+    async def test() -> None:
+        raw = Recording()
+        transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.writelines([b"a", b"b"])
+        transport.close()
+        assert raw.events == ["write", "close"] and raw.writes == [b"ab"]
+        await asyncio.sleep(0)  # the scheduled flush writes nothing to a closing transport
+        assert raw.writes == [b"ab"]
+
+        aborted = Recording()
+        transport = CoalescingTransport(aborted, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"lost with the connection")
+        transport.abort()
+        await asyncio.sleep(0)
+        assert aborted.events == ["abort"]
+
+    run(test)
+
+
+def test_write_eof_sends_what_is_held_first() -> None:
+    async def test() -> None:
+        raw = Recording()
+        transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"last")
+        transport.write_eof()
+        assert raw.events == ["write", "eof"]
+
+    run(test)
+
+
+def test_everything_else_is_the_transports() -> None:
+    async def test() -> None:
+        raw = Recording()
+        transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        assert transport.get_extra_info("peername") == ("127.0.0.2", 5060)
+        transport.write(b"12345")
+        assert transport.get_write_buffer_size() == 7 + 5
+        assert not transport.is_closing()
+        transport.flush()
+
+    run(test)
