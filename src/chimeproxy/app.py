@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -71,6 +72,14 @@ UNMATCHED = "unknown"  # the operation name of requests that match nothing
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _joined_headers(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw_headers:
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
 
 
 class ChimeProxyApp:
@@ -211,13 +220,14 @@ class ChimeProxyApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        headers: dict[str, str] = {}
-        header_bytes = 0
-        for raw_name, raw_value in scope["headers"]:
-            header_bytes += len(raw_name) + len(raw_value) + 4
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        raw_headers = scope["headers"]
+        # ASGI servers hand header names lower-cased. One comprehension for the common case;
+        # a request that repeats a header has its values joined with commas (RFC 9110 5.3).
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers}
+        if len(headers) != len(raw_headers):
+            headers = _joined_headers(raw_headers)
+        header_bytes = sum(map(len, itertools.chain.from_iterable(raw_headers)))
+        header_bytes += 4 * len(raw_headers)  # ": " and CRLF
         client = scope.get("client")
         request = Request(
             method=scope["method"],
