@@ -79,13 +79,20 @@ def normalize_e164(raw: str) -> str:
         )
     e164 = "+" + match.group(1)
     try:
-        phonenumbers.parse(e164, None)
+        _parsed_e164(e164)
     except NumberParseException:
         # `from None`: the parser's context adds nothing and should not leak into logs.
         raise InvalidPhoneNumber(
             "is not a valid E.164 number: no known country calling code"
         ) from None
     return e164
+
+
+# A create reads each participant three times (the form, validity, its country and area code):
+# parsed once. Read only: phonenumbers' functions never change the number they are given.
+@lru_cache(maxsize=4096)
+def _parsed_e164(e164: str) -> phonenumbers.PhoneNumber:
+    return phonenumbers.parse(e164, None)
 
 
 def is_country(code: str) -> bool:
@@ -96,7 +103,7 @@ def is_country(code: str) -> bool:
 def why_not_valid(e164: str) -> str | None:
     """None when phonenumbers takes the E.164 number as a valid number of its country, else what
     is wrong, in words that never repeat the number (`normalize_e164` first)."""
-    number = phonenumbers.parse(e164, None)
+    number = _parsed_e164(e164)
     if phonenumbers.is_valid_number(number):
         return None
     regions = [
@@ -171,7 +178,7 @@ def number_facts(e164: str) -> NumberFacts:
     Works for numbers phonenumbers deems invalid (e.g. fictional ones), using the number's prefix.
     """
     e164 = normalize_e164(e164)
-    number = phonenumbers.parse(e164, None)
+    number = _parsed_e164(e164)
     national = phonenumbers.national_significant_number(number)
     country = _country(number, national)
     toll_free = phonenumbers.number_type(number) == PhoneNumberType.TOLL_FREE
