@@ -318,6 +318,7 @@ class Database:
         stay warm. Other threads (sweeps, commands, the tests) keep using the pool."""
         if self.inline:
             self._loop_connection.thread = threading.get_ident()
+            self._loop_connection.loop = asyncio.get_running_loop()
 
     @contextmanager
     def driver_connection(self) -> Iterator[PoolProxiedConnection]:
@@ -383,7 +384,7 @@ class Database:
         next ones open the database anew: SQLite keeps a file that was read-only when its first
         connection opened it read-only for every connection of the process until the last
         closes; PostgreSQL may reach the new primary after a failover."""
-        self._loop_connection.generation += 1
+        self._loop_connection.reopen()
         self.engine.dispose()
         if self._probe is not None:
             self._probe.engine.dispose()
@@ -447,6 +448,7 @@ class _LoopConnection:
 
     def __init__(self) -> None:
         self.thread: int | None = None  # the loop's thread; None: nothing is kept
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.in_use = False  # a transaction on it is running (a nested one takes the pool's)
         self.generation = 0
         self._connection: PoolProxiedConnection | None = None
@@ -455,17 +457,40 @@ class _LoopConnection:
     def take(self, engine: Engine) -> PoolProxiedConnection:
         connection = self._connection
         if connection is None or not connection.is_valid or self._generation != self.generation:
-            self.release()
+            self.release(discard=self._generation != self.generation)
             self._generation = self.generation
             connection = self._connection = _pooled(engine)
         self.in_use = True
         return connection
 
-    def release(self) -> None:
+    def reopen(self) -> None:
+        """The database must be opened anew: the kept connection is closed by the loop's
+        thread (its owner) at once if it is idle, at its next use otherwise. At once matters
+        when no request comes: while one connection keeps the file open read-only, the health
+        probe's new connections would find it read-only too."""
+        self.generation += 1
+        if self.loop is None:
+            return
+        if threading.get_ident() == self.thread:
+            self._release_if_stale()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self.loop.call_soon_threadsafe(self._release_if_stale)
+
+    def _release_if_stale(self) -> None:
+        if not self.in_use and self._generation != self.generation:
+            self.release(discard=True)
+
+    def release(self, *, discard: bool = False) -> None:
+        """Give the connection back to the pool; `discard`: close it for good (invalidated),
+        since the pool it came from may have been disposed since."""
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
-                connection.close()
+                if discard:
+                    connection.invalidate()
+                else:
+                    connection.close()
 
 
 class _Probe(threading.Thread):

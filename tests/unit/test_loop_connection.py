@@ -1,0 +1,92 @@
+"""The event loop's kept SQLite connection (`Database.driver_connection`): the loop reuses one
+connection, every other thread and a nested transaction take the pool's, and it is replaced
+when the database must be opened anew."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chimeproxy.store.database import Database
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Any:
+    database = Database(f"sqlite:///{tmp_path / 'loop.db'}")
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def driver(connection: Any) -> Any:
+    return connection.dbapi_connection
+
+
+def test_the_loop_reuses_one_connection_and_other_threads_use_the_pool(db: Database) -> None:
+    async def on_the_loop() -> None:
+        db.keep_a_connection_for_this_thread()
+        with db.driver_connection() as first:
+            kept = driver(first)
+            with db.driver_connection() as nested:  # a transaction inside another
+                assert driver(nested) is not kept
+        with db.driver_connection() as again:
+            assert driver(again) is kept
+        elsewhere: list[Any] = []
+
+        def in_a_thread() -> None:
+            with db.driver_connection() as connection:
+                elsewhere.append(driver(connection))
+
+        thread = threading.Thread(target=in_a_thread)
+        thread.start()
+        thread.join()
+        assert elsewhere[0] is not kept
+
+    asyncio.run(on_the_loop())
+
+
+def test_a_reopen_on_the_loop_closes_the_kept_connection_at_once(db: Database) -> None:
+    async def on_the_loop() -> None:
+        db.keep_a_connection_for_this_thread()
+        with db.driver_connection() as connection:
+            kept = driver(connection)
+        db._reopen()
+        with pytest.raises(Exception, match="closed"):
+            kept.execute("SELECT 1")
+        with db.driver_connection() as connection:
+            assert driver(connection) is not kept
+            assert connection.cursor().execute("SELECT 1").fetchone() == (1,)
+
+    asyncio.run(on_the_loop())
+
+
+def test_a_reopen_from_another_thread_closes_it_on_the_loop(db: Database) -> None:
+    async def on_the_loop() -> None:
+        db.keep_a_connection_for_this_thread()
+        with db.driver_connection() as connection:
+            kept = driver(connection)
+        thread = threading.Thread(target=db._reopen)  # as the health probe would
+        thread.start()
+        thread.join()
+        await asyncio.sleep(0)  # the loop's next turn runs the release
+        with pytest.raises(Exception, match="closed"):
+            kept.execute("SELECT 1")
+
+    asyncio.run(on_the_loop())
+
+
+def test_an_invalidated_connection_is_replaced(db: Database) -> None:
+    async def on_the_loop() -> None:
+        db.keep_a_connection_for_this_thread()
+        with db.driver_connection() as connection:
+            kept = driver(connection)
+            connection.invalidate()
+        with db.driver_connection() as connection:
+            assert driver(connection) is not kept
+            assert connection.cursor().execute("SELECT 1").fetchone() == (1,)
+
+    asyncio.run(on_the_loop())
