@@ -97,6 +97,60 @@ def test_the_first_routed_call_turns_the_session_in_progress(
     assert status_of(client, connector_id, session_id) == "InProgress"
 
 
+def test_calls_arriving_together_are_each_routed_and_recorded_alone(
+    server: ChimeProxyServer, client: Any
+) -> None:
+    """Calls that arrive together share a commit on SQLite (store/prepared.py WriteBatch):
+    each still gets its own answer, its own interaction, and a stranger among them is refused
+    without touching the others."""
+    connector_id, _ = proxy_connector(client, 6)
+    pairs = [(person(), person()) for _ in range(6)]
+    sessions = [session_between(client, connector_id, a, b) for a, b in pairs]
+    calls = [
+        (index, a if n % 2 == 0 else b) for index, (a, b) in enumerate(pairs) for n in range(20)
+    ]
+    stranger = person()
+
+    async def all_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            requests = [
+                http.post(
+                    "/_chimeproxy/route",
+                    json={"caller": caller, "called": sessions[index][1], "kind": "voice"},
+                )
+                for index, caller in calls
+            ]
+            requests.append(
+                http.post(
+                    "/_chimeproxy/route",
+                    json={"caller": stranger, "called": sessions[0][1], "kind": "voice"},
+                )
+            )
+            return await asyncio.gather(*requests)
+
+    answers = asyncio.run(all_at_once())
+    *routed, refused = answers
+    assert refused.status_code == 200 and refused.json()["action"] == "reject"
+    ids = set()
+    for (index, caller), answer in zip(calls, routed, strict=True):
+        assert answer.status_code == 200, answer.text
+        decision = answer.json()
+        a, b = pairs[index]
+        assert decision["action"] == "connect"
+        assert (decision["target"], decision["caller_id"]) == (
+            b if caller == a else a,
+            sessions[index][1],
+        )
+        assert decision["session_id"] == sessions[index][0]
+        ids.add(decision["interaction_id"])
+    assert len(ids) == len(calls)
+    for index, (session_id, _) in enumerate(sessions):
+        recorded = interactions(server.url, connector_id, session_id)
+        assert {i["InteractionId"] for i in recorded} <= ids
+        assert len(recorded) == 20, index
+        assert status_of(client, connector_id, session_id) == "InProgress"
+
+
 def test_a_refused_contact_leaves_the_session_open(server: ChimeProxyServer, client: Any) -> None:
     connector_id, _ = proxy_connector(client, 1)
     a, b = person(), person()

@@ -36,6 +36,7 @@ from chimeproxy.protocol.endpoints import Access, Endpoint
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.protocol.http import Request, Response
 from chimeproxy.services import Services
+from chimeproxy.store.prepared import WriteBatch
 
 log = logging.getLogger("chimeproxy.dataplane")
 
@@ -51,6 +52,8 @@ class Dataplane:
         self.settings = services.settings
         self.provider: SmsProvider | None = provider_from_settings(services.settings)
         self.sns = SnsVerifier.from_settings(services.settings)
+        # Calls routed on the event loop (SQLite) share their commits (store/prepared.py).
+        self.route_batch = WriteBatch(services.db)
 
     def endpoints(self) -> list[tuple[str, str, Endpoint]]:
         """(method, path template, endpoint) of each data-plane endpoint."""
@@ -99,12 +102,16 @@ class Dataplane:
                 deadline,
             )
             return Response.json(200, sms.edge_answer(prepared))
-        routed = await self.services.db.run(
-            lambda: route.route_call(
-                self.services, caller, called, call_id, Media(media) if media else None
-            ),
-            deadline,
-        )
+        call_media = Media(media) if media else None
+        if self.services.db.inline:
+            routed = await route.route_call_batched(
+                self.services, self.route_batch, caller, called, call_id, call_media
+            )
+        else:
+            routed = await self.services.db.run(
+                lambda: route.route_call(self.services, caller, called, call_id, call_media),
+                deadline,
+            )
         return Response.json(200, routed.answer())
 
     async def end(self, request: Request, labels: dict[str, str]) -> Response:

@@ -201,20 +201,45 @@ def route_call(
     call_id: str | None = None,
     media: Media | None = None,
 ) -> Routed:
-    """Route one call for the SIP edge and record it."""
-
-    def work(connection: Statements) -> Routed:
-        routed, row = decide_in(connection, services, caller_raw, called_raw, VOICE, media)
-        record(
-            connection, services, routed, row, kind=VOICE, caller_raw=caller_raw, call_id=call_id
-        )
-        return routed
-
+    """Route one call for the SIP edge and record it (in a thread: PostgreSQL)."""
     # Retried from the start if the session is deleted between the look-up and the insert
     # (PostgreSQL: the interaction's foreign key then fails); the retry sees it gone. Prepared
     # statements on the driver's connection (store/prepared.py): it is every call's setup.
-    routed = prepared.write_retrying(services.db, work)
+    routed = prepared.write_retrying(
+        services.db, lambda run: call_work(run, services, caller_raw, called_raw, call_id, media)
+    )
     routed.publish(services)
+    return routed
+
+
+async def route_call_batched(
+    services: Services,
+    batch: prepared.WriteBatch,
+    caller_raw: object,
+    called_raw: object,
+    call_id: str | None = None,
+    media: Media | None = None,
+) -> Routed:
+    """`route_call` on the event loop (SQLite), with the calls that arrive in the same turn of
+    the loop in one transaction (`prepared.WriteBatch`)."""
+    routed = await batch.write(
+        lambda run: call_work(run, services, caller_raw, called_raw, call_id, media)
+    )
+    routed.publish(services)
+    return routed
+
+
+def call_work(
+    connection: Statements,
+    services: Services,
+    caller_raw: object,
+    called_raw: object,
+    call_id: str | None,
+    media: Media | None,
+) -> Routed:
+    """The routing decision for a call and its record, in the caller's transaction."""
+    routed, row = decide_in(connection, services, caller_raw, called_raw, VOICE, media)
+    record(connection, services, routed, row, kind=VOICE, caller_raw=caller_raw, call_id=call_id)
     return routed
 
 
