@@ -6,20 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chimeproxy.store.database import Database
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Any:
-    database = Database(f"sqlite:///{tmp_path / 'loop.db'}")
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 def driver(connection: Any) -> Any:

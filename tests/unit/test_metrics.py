@@ -4,7 +4,6 @@ middleware, and the text exposition."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,6 @@ from chimeproxy.store.stats import Snapshot, database_snapshot
 NOW = 10_000_000_000
 MINUTE_MS = 60_000
 _ids = itertools.count()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'metrics.db'}")
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 def connector(db: Database, countries: str | None, numbers: dict[str, str]) -> int:

@@ -5,21 +5,12 @@ committed."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chimeproxy.store import prepared
 from chimeproxy.store.database import Database, DatabaseUnavailable
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Any:
-    database = Database(f"sqlite:///{tmp_path / 'batch.db'}")
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 def names(db: Database) -> set[str]:

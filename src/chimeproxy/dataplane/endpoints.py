@@ -102,16 +102,15 @@ class Dataplane:
                 deadline,
             )
             return Response.json(200, sms.edge_answer(prepared))
-        call_media = Media(media) if media else None
-        if self.services.db.inline:
-            routed = await route.route_call_batched(
-                self.services, self.route_batch, caller, called, call_id, call_media
-            )
-        else:
-            routed = await self.services.db.run(
-                lambda: route.route_call(self.services, caller, called, call_id, call_media),
-                deadline,
-            )
+        routed = await route.route_call(
+            self.services,
+            self.route_batch,
+            caller,
+            called,
+            call_id,
+            Media(media) if media else None,
+            deadline,
+        )
         return Response.json(200, routed.answer())
 
     async def end(self, request: Request, labels: dict[str, str]) -> Response:

@@ -194,36 +194,22 @@ def record(
         routed.pending_events.append((events.INTERACTION_STARTED, public))
 
 
-def route_call(
-    services: Services,
-    caller_raw: object,
-    called_raw: object,
-    call_id: str | None = None,
-    media: Media | None = None,
-) -> Routed:
-    """Route one call for the SIP edge and record it (in a thread: PostgreSQL)."""
-    # Retried from the start if the session is deleted between the look-up and the insert
-    # (PostgreSQL: the interaction's foreign key then fails); the retry sees it gone. Prepared
-    # statements on the driver's connection (store/prepared.py): it is every call's setup.
-    routed = prepared.write_retrying(
-        services.db, lambda run: call_work(run, services, caller_raw, called_raw, call_id, media)
-    )
-    routed.publish(services)
-    return routed
-
-
-async def route_call_batched(
+async def route_call(
     services: Services,
     batch: prepared.WriteBatch,
     caller_raw: object,
     called_raw: object,
-    call_id: str | None = None,
-    media: Media | None = None,
+    call_id: str | None,
+    media: Media | None,
+    deadline: float,
 ) -> Routed:
-    """`route_call` on the event loop (SQLite), with the calls that arrive in the same turn of
-    the loop in one transaction (`prepared.WriteBatch`)."""
+    """Route one call for the SIP edge and record it. Prepared statements on the driver's
+    connection (store/prepared.py), since it is every call's setup; on SQLite the calls that
+    arrive in one turn of the event loop share a transaction (`prepared.WriteBatch`). Retried
+    from the start if the session is deleted between the look-up and the insert (PostgreSQL:
+    the interaction's foreign key then fails); the retry sees it gone."""
     routed = await batch.write(
-        lambda run: call_work(run, services, caller_raw, called_raw, call_id, media)
+        lambda run: call_work(run, services, caller_raw, called_raw, call_id, media), deadline
     )
     routed.publish(services)
     return routed

@@ -47,6 +47,7 @@ T = TypeVar("T")
 log = logging.getLogger("chimeproxy.database")
 MIGRATIONS = Path(__file__).with_name("migrations")
 WRITE_RETRIES = 20
+TOO_MANY_CONFLICTS = "Too many concurrent writers competed for the same rows; retry the request."
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 # PostgreSQL SQLSTATEs after which the whole transaction may simply run again: serialization
 # failure and deadlock detected (the database rolled the transaction back, nothing was written).
@@ -263,9 +264,7 @@ class Database:
                 if not _retryable(exc):
                     raise
                 if attempt == WRITE_RETRIES - 1:
-                    raise DatabaseUnavailable(
-                        "Too many concurrent writers competed for the same rows; retry the request."
-                    ) from exc
+                    raise DatabaseUnavailable(TOO_MANY_CONFLICTS) from exc
                 log.debug("write conflict, retrying", extra={"attempt": attempt + 1})
                 # A little jitter so that the losers of one race do not all collide again.
                 time.sleep(random.uniform(0, 0.001 * (attempt + 1)))

@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.expression import Executable
 
 from chimeproxy.store.database import (
+    TOO_MANY_CONFLICTS,
     WRITE_RETRIES,
     DatabaseUnavailable,
     WriteConflict,
@@ -292,8 +293,12 @@ class WriteBatch:
         self.db = db
         self._queue: list[tuple[Callable[[Statements], Any], asyncio.Future[Any]]] = []
 
-    async def write(self, work: Callable[[Statements], T]) -> T:
-        """Run `work` in the next batch; its result, or its exception."""
+    async def write(self, work: Callable[[Statements], T], deadline: float | None = None) -> T:
+        """Run `work` in the next batch; its result, or its exception. A database whose work
+        runs in threads (PostgreSQL) has no batches: `work` runs there in a transaction of its
+        own, `write_retrying`, within `deadline` (Database.run)."""
+        if not self.db.inline:
+            return await self.db.run(lambda: write_retrying(self.db, work), deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((work, future))
@@ -342,9 +347,7 @@ def _in_savepoint(run: Statements, work: Callable[[Statements], T]) -> tuple[Exc
             return None, result
         run.sql("ROLLBACK TO batched")
         run.sql("RELEASE batched")
-    error = DatabaseUnavailable(
-        "Too many concurrent writers competed for the same rows; retry the request."
-    )
+    error = DatabaseUnavailable(TOO_MANY_CONFLICTS)
     error.__cause__ = conflict
     return error, None
 
