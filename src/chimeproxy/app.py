@@ -35,7 +35,7 @@ from chimeproxy.operations.interactions import (
     SESSION_LISTING,
     InteractionListing,
 )
-from chimeproxy.operations.registry import OPERATIONS, Context
+from chimeproxy.operations.registry import AWAITED, OPERATIONS, Context
 from chimeproxy.protocol.access import AccessControl
 from chimeproxy.protocol.auth import Authenticator
 from chimeproxy.protocol.endpoints import Access, Endpoint, EndpointTable
@@ -354,9 +354,12 @@ class ChimeProxyApp:
         params = parse_input(operation, labels, request.query, request.headers, request.body)
         context = Context(request.account, request.region, request.request_id, self.services)
         handler = OPERATIONS[operation.name]
-        output = await self.services.db.run(
-            lambda: handler(context, params), self.settings.db_deadline
-        )
+        if operation.name in AWAITED:
+            output = await handler(context, params)  # type: ignore[misc]
+        else:
+            output = await self.services.db.run(
+                lambda: handler(context, params), self.settings.db_deadline
+            )
         status = success_status(operation)
         if status == 204:
             return Response(204)

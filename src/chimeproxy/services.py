@@ -1,5 +1,5 @@
-"""What handlers share: settings, database, clock, the event sink, the number catalog and the
-token key. Built once by the application and handed to every operation and endpoint."""
+"""What handlers share: settings, database, clock, the event sink, the number catalog, the
+token key and the group commit of writes made on the event loop. Built once by the application and handed to every operation and endpoint."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from chimeproxy.events import EventSink, NullSink
 from chimeproxy.settings import Settings
 from chimeproxy.store import catalog as catalog_store
 from chimeproxy.store.database import Database
+from chimeproxy.store.prepared import WriteBatch
 
 
 @dataclass
@@ -34,3 +35,10 @@ class Services:
     @cached_property
     def token_key(self) -> bytes:
         return self.db.token_key()
+
+    @cached_property
+    def writes(self) -> WriteBatch:
+        """The write path of the hot writes (`/route`, Create, Update and Delete of sessions): on
+        SQLite those arriving in one turn of the event loop share a commit; on PostgreSQL each
+        runs in a transaction of its own in a worker thread (store/prepared.py)."""
+        return WriteBatch(self.db)

@@ -223,3 +223,90 @@ def test_paging_while_others_create_skips_and_repeats_nothing(
     before_last_page = {sid for at, sid in acknowledged if at < last_page_started}
     assert before_last_page <= set(ids), "an acknowledged session was skipped"
     assert acknowledged, "no session was created while the reader paged"
+
+
+def test_session_writes_arriving_together_are_each_answered_alone(
+    busy_server: ChimeProxyServer,
+) -> None:
+    """On SQLite, the creates, updates and deletes that reach the event loop together share a
+    commit (`Services.writes`): each still gets its own answer, a refused one changes nothing,
+    and what was acknowledged is what the database holds."""
+    client = racing_client(busy_server.url)
+    connector_id, _ = proxy_connector(client, pool=POOL)
+    sessions = [
+        client.create_proxy_session(
+            VoiceConnectorId=connector_id,
+            ParticipantPhoneNumbers=[person(), person()],
+            Capabilities=["Voice", "SMS"],
+        )["ProxySession"]["ProxySessionId"]
+        for _ in range(20)
+    ]
+    updated, deleted, too_long = sessions[:8], sessions[8:14], sessions[14:20]
+    unknown = [f"{n:08d}-0000-4000-8000-000000000000" for n in range(4)]
+    new_pairs = [(person(), person()) for _ in range(8)]
+
+    def update(session_id: str, minutes: int) -> Callable[[Any], Any]:
+        return lambda c: c.update_proxy_session(
+            VoiceConnectorId=connector_id,
+            ProxySessionId=session_id,
+            Capabilities=["Voice"],
+            ExpiryMinutes=minutes,
+        )
+
+    def delete(session_id: str) -> Callable[[Any], Any]:
+        return lambda c: c.delete_proxy_session(
+            VoiceConnectorId=connector_id, ProxySessionId=session_id
+        )
+
+    def create(pair: tuple[str, str]) -> Callable[[Any], Any]:
+        return lambda c: c.create_proxy_session(
+            VoiceConnectorId=connector_id, ParticipantPhoneNumbers=list(pair), Capabilities=["SMS"]
+        )
+
+    calls = (
+        [update(s, 100 + n) for n, s in enumerate(updated)]
+        + [delete(s) for s in deleted]
+        + [update(s, 10**9) for s in too_long]  # beyond the server's longest session
+        + [update(s, 5) for s in unknown]
+        + [create(pair) for pair in new_pairs]
+    )
+    clients = [racing_client(busy_server.url) for _ in calls]
+    start = threading.Barrier(len(calls))
+
+    def run(index: int) -> Any:
+        start.wait()
+        try:
+            return calls[index](clients[index])
+        except clients[index].exceptions.ClientError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        answers = list(pool.map(run, range(len(calls))))
+    answers.reverse()
+    for n, session_id in enumerate(updated):
+        session = answers.pop()["ProxySession"]
+        assert session["ProxySessionId"] == session_id
+        assert (session["ExpiryMinutes"], session["Capabilities"]) == (100 + n, ["Voice"])
+    for _ in deleted:
+        assert answers.pop()["ResponseMetadata"]["HTTPStatusCode"] == 204
+    for _ in too_long:
+        assert_client_error(answers.pop(), 400, "BadRequestException", "ExpiryMinutes")
+    for session_id in unknown:
+        assert_client_error(answers.pop(), 404, "NotFoundException", session_id)
+    created = [answers.pop()["ProxySession"] for _ in new_pairs]
+    assert not answers
+    for session, pair in zip(created, new_pairs, strict=True):
+        assert sorted(p["PhoneNumber"] for p in session["Participants"]) == sorted(pair)
+
+    held = {s["ProxySessionId"]: s for s in all_sessions(client, connector_id)}
+    assert set(held) == set(updated) | set(too_long) | {s["ProxySessionId"] for s in created}
+    for n, session_id in enumerate(updated):
+        assert (held[session_id]["ExpiryMinutes"], held[session_id]["Capabilities"]) == (
+            100 + n,
+            ["Voice"],
+        )
+    for session_id in too_long:
+        assert (held[session_id]["ExpiryMinutes"], held[session_id]["Capabilities"]) == (
+            60,
+            ["SMS", "Voice"],
+        )

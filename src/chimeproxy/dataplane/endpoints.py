@@ -36,7 +36,6 @@ from chimeproxy.protocol.endpoints import Access, Endpoint
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.protocol.http import Request, Response
 from chimeproxy.services import Services
-from chimeproxy.store.prepared import WriteBatch
 
 log = logging.getLogger("chimeproxy.dataplane")
 
@@ -52,8 +51,6 @@ class Dataplane:
         self.settings = services.settings
         self.provider: SmsProvider | None = provider_from_settings(services.settings)
         self.sns = SnsVerifier.from_settings(services.settings)
-        # Calls routed on the event loop (SQLite) share their commits (store/prepared.py).
-        self.route_batch = WriteBatch(services.db)
 
     def endpoints(self) -> list[tuple[str, str, Endpoint]]:
         """(method, path template, endpoint) of each data-plane endpoint."""
@@ -104,7 +101,6 @@ class Dataplane:
             return Response.json(200, sms.edge_answer(prepared))
         routed = await route.route_call(
             self.services,
-            self.route_batch,
             caller,
             called,
             call_id,

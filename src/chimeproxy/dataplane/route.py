@@ -15,7 +15,6 @@ from chimeproxy.domain import calls, phone
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.routing import SMS, VOICE, Action, Decision, Media, RouteFacts, decide
 from chimeproxy.store import interactions as store
-from chimeproxy.store import prepared
 from chimeproxy.store.prepared import Statements
 from chimeproxy.uuids import random_uuid
 
@@ -196,7 +195,6 @@ def record(
 
 async def route_call(
     services: Services,
-    batch: prepared.WriteBatch,
     caller_raw: object,
     called_raw: object,
     call_id: str | None,
@@ -205,10 +203,10 @@ async def route_call(
 ) -> Routed:
     """Route one call for the SIP edge and record it. Prepared statements on the driver's
     connection (store/prepared.py), since it is every call's setup; on SQLite the calls that
-    arrive in one turn of the event loop share a transaction (`prepared.WriteBatch`). Retried
+    arrive in one turn of the event loop share a transaction (`Services.writes`). Retried
     from the start if the session is deleted between the look-up and the insert (PostgreSQL:
     the interaction's foreign key then fails); the retry sees it gone."""
-    routed = await batch.write(
+    routed = await services.writes.write(
         lambda run: call_work(run, services, caller_raw, called_raw, call_id, media), deadline
     )
     routed.publish(services)

@@ -231,7 +231,7 @@ def delete_voice_connector_proxy(context: Context, params: dict[str, Any]) -> Ou
 
 
 @operation("CreateProxySession")
-def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
+async def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     participants = _participants(params[PARTICIPANT_MEMBER])
     capabilities = _capabilities(params["Capabilities"])
     level = params.get("GeoMatchLevel")
@@ -339,13 +339,15 @@ def create_proxy_session(context: Context, params: dict[str, Any]) -> Output:
         proxy.record_allocation(connection, connector["pk"], session, session_pk)
         return shapes.proxy_session(session, connector["id"], now)  # type: ignore[arg-type]
 
-    # Prepared statements in a transaction on the driver's connection (store/prepared.py);
-    # closing sessions that expired unseen is written for SQLAlchemy's Connection, so a create
-    # that meets one (rare: the sweeper closes them within a minute) runs again on that path.
+    # Prepared statements on the driver's connection, sharing their commit with the other
+    # writes of this turn of the event loop (`Services.writes`). Closing sessions that expired
+    # unseen is written for SQLAlchemy's Connection, so a create that meets one (rare: the
+    # sweeper closes them within a minute) runs again on that path.
+    deadline = services.settings.db_deadline
     try:
-        created = prepared.write_retrying(services.db, allocate)
+        created = await services.writes.write(allocate, deadline)
     except _ExpiredRoutes:
-        created = services.db.write_retrying(allocate)
+        created = await services.db.run(lambda: services.db.write_retrying(allocate), deadline)
     return {"ProxySession": _announce(context, events.SESSION_CREATED, created)}
 
 
@@ -427,11 +429,11 @@ def _session_to_change(run: Statements, context: Context, params: dict[str, Any]
 
 
 @operation("UpdateProxySession")
-def update_proxy_session(context: Context, params: dict[str, Any]) -> Output:
+async def update_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     capabilities = _capabilities(params["Capabilities"])
     now = context.services.clock.now_ms()
-    # Prepared statements on the driver's connection (store/prepared.py).
-    with prepared.write(context.services.db) as run:
+
+    def change(run: Statements) -> tuple[Any, dict[str, Any]]:
         row = _session_to_change(run, context, params, now)
         state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
         if state.status == SessionStatus.CLOSED:
@@ -457,16 +459,26 @@ def update_proxy_session(context: Context, params: dict[str, Any]) -> Output:
             else:
                 proxy.set_route_expiry(run, row["pk"], expires)
         proxy.update_session(run, row["pk"], changes)
+        return row, changes
+
+    # Prepared statements on the driver's connection, sharing their commit (`Services.writes`).
+    row, changes = await context.services.writes.write(
+        change, context.services.settings.db_deadline
+    )
     updated = shapes.proxy_session({**row, **changes}, row["voice_connector_id"], now)
     return {"ProxySession": _announce(context, events.SESSION_UPDATED, updated)}
 
 
 @operation("DeleteProxySession")
-def delete_proxy_session(context: Context, params: dict[str, Any]) -> Output:
+async def delete_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     now = context.services.clock.now_ms()
-    with prepared.write(context.services.db) as run:
+
+    def delete(run: Statements) -> Any:
         row = _session_to_change(run, context, params, now)
         proxy.delete_session(run, row["pk"])
+        return row
+
+    row = await context.services.writes.write(delete, context.services.settings.db_deadline)
     shape = shapes.proxy_session(row, row["voice_connector_id"], now)
     _announce(context, events.SESSION_DELETED, shape)
     return None

@@ -1,8 +1,13 @@
-"""Typed dispatch: one handler per operation name of the model, given the parsed input members."""
+"""Typed dispatch: one handler per operation name of the model, given the parsed input members.
+
+A handler is a plain function, which the application runs where the database's work runs
+(`Database.run`: inline on SQLite, a worker thread on PostgreSQL), or a coroutine function, run
+on the event loop, for the hot writes that go through `Services.writes` (group commit)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +29,9 @@ class Context:
     services: Services
 
 
-OperationHandler = Callable[[Context, dict[str, Any]], Output]
+OperationHandler = Callable[[Context, dict[str, Any]], Output | Awaitable[Output]]
 OPERATIONS: dict[str, OperationHandler] = {}
+AWAITED: set[str] = set()  # the operations whose handler is a coroutine function
 
 
 def operation(name: str) -> Callable[[OperationHandler], OperationHandler]:
@@ -35,6 +41,8 @@ def operation(name: str) -> Callable[[OperationHandler], OperationHandler]:
 
     def register(handler: OperationHandler) -> OperationHandler:
         OPERATIONS[name] = handler
+        if inspect.iscoroutinefunction(handler):
+            AWAITED.add(name)
         return handler
 
     return register
