@@ -258,8 +258,12 @@ class Bench:
             baseline_signer = Signer(self.baseline.host, ACCESS_KEY, self.secret, seeding.REGION)
             baseline_signer.write(_get_calls(baseline_signer, data, 1000), self.baseline_requests)
             _build(scenario, signer, data, count, requests)
+            base_cpu = self.baseline.cpu_seconds()
             base = self.measure_baseline()
+            base_cpu = self.baseline.cpu_seconds() - base_cpu
+            cpu = server.cpu_seconds()
             result = self.wrk(server.host, requests, self.args.duration)
+            cpu = server.cpu_seconds() - cpu
             row = {
                 "key": scenario.key,
                 "operation": scenario.name,
@@ -271,6 +275,8 @@ class Bench:
                 "baseline_p99_ms": base["p99_ms"],
                 "ratio": round(result["rps"] / base["rps"], 3),
                 "p99_ratio": round(result["p99_ms"] / max(base["p99_ms"], 1e-3), 2),
+                "cpu_us": _per_request_us(cpu, result["requests"]),
+                "baseline_cpu_us": _per_request_us(base_cpu, base["requests"]),
             }
             self.rows.append(row)
             self.log(
@@ -376,6 +382,7 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str
         "p50_ms": fastest["baseline_p50_ms"],
         "p99_ms": fastest["baseline_p99_ms"],
         "rps_slowest": min(r["baseline_rps"] for r in runs),
+        "cpu_us": fastest.get("baseline_cpu_us"),
         "runs": len(runs),
     }
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -423,6 +430,11 @@ def targets(
     return results
 
 
+def _per_request_us(cpu_seconds: float, requests: int) -> float | None:
+    """Server CPU (user + system) per answered request, in µs."""
+    return round(cpu_seconds * 1e6 / requests, 1) if requests else None
+
+
 def _label(sessions: int) -> str:
     if sessions >= 1_000_000 and sessions % 1_000_000 == 0:
         return f"{sessions // 1_000_000}M"
@@ -436,24 +448,29 @@ def _wrk_version() -> str:
     return (finished.stdout or finished.stderr).splitlines()[0].strip()
 
 
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The human-readable table: every row with its ratio to the baseline of the same run."""
     base = report["baseline"]
     lines = [
         f"{'operation':<34} {'sessions':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'x base':>7} {'p99 x':>6} {'errors':>6}",
-        "-" * 94,
+        f"{'x base':>7} {'p99 x':>6} {'errors':>6} {'CPU µs':>7}",
+        "-" * 102,
     ]
     if base["rps"] is not None:
         lines.append(
             f"{'baseline (bare ASGI app)':<34} {'-':>8} {base['rps']:>8.0f} "
-            f"{base['p50_ms']:>8.2f} {base['p99_ms']:>8.2f} {1:>7.3f} {1:>6.2f} {0:>6}"
+            f"{base['p50_ms']:>8.2f} {base['p99_ms']:>8.2f} {1:>7.3f} {1:>6.2f} {0:>6} "
+            f"{_shown(base.get('cpu_us')):>7}"
         )
     for row in report["rows"]:
         lines.append(
             f"{row['operation']:<34} {row['dataset']:>8} {row['rps']:>8.0f} "
             f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['ratio']:>7.3f} "
-            f"{row['p99_ratio']:>6.2f} {row['errors']:>6}"
+            f"{row['p99_ratio']:>6.2f} {row['errors']:>6} {_shown(row.get('cpu_us')):>7}"
         )
     for label, memory in report["memory"].items():
         lines.append(
@@ -470,7 +487,9 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"  [{mark}] {target['target']}: {value}")
     lines.append(
         "best of each operation's attempts; x base: its req/s over the fastest baseline attempt "
-        "of the run; p99 x: its p99 over that attempt's p99."
+        "of the run; p99 x: its p99 over that attempt's p99; CPU µs: the server's CPU time "
+        "(user + system) per request in that attempt, the least of the figures disturbed by other "
+        "load."
     )
     return "\n".join(lines)
 

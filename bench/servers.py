@@ -101,6 +101,12 @@ class Server:
             "processes": len(processes),
         }
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the server's processes have used so far, from
+        /proc/<pid>/stat: the CPU a run costs is the difference across it, which other load on
+        the machine barely changes (unlike req/s)."""
+        return sum(_cpu_seconds(pid) for pid in _process_tree(self.pid))
+
     def stop(self) -> None:
         if self.process is None:
             return
@@ -121,6 +127,15 @@ def _memory(pid: int) -> dict[str, float]:
         if key in ("VmHWM", "VmRSS"):
             values[key] = int(rest.split()[0]) / 1024
     return values
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    # The command name (field 2) may hold spaces: fields are counted after its ")".
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
 def _process_tree(pid: int) -> list[int]:
