@@ -4,13 +4,14 @@ session or an interaction sees the same members written the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from chimeproxy.domain import ids, lifecycle
 from chimeproxy.protocol.serializer import Encoded, format_timestamp
+from chimeproxy.store.proxy import SHOWN_SESSION_COLUMNS
 
 Row = Mapping[str, Any]
 
@@ -123,43 +124,64 @@ def proxy_session(row: Row, connector_id: str, now: int) -> dict[str, Any]:
     }
 
 
-def proxy_session_wire(row: Row, connector_id: str, now: int) -> Encoded:
-    """`proxy_session` already in wire form, for Get and List (a page holds 100): the same
-    members with the same values, in the model's order, timestamps formatted, in one pass
-    instead of a shape and then the model-driven encoder (docs/performance.md). A unit test
-    holds it to `OutputSerializer`'s encoding of `proxy_session` for any row."""
-    state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
-    country, area_code = row["geo_country"], row["geo_area_code"]
-    number = row["proxy_number"]
-    first, second = row["participant_1"], row["participant_2"]
+def proxy_session_wire(values: Sequence[Any], connector_id: str, now: int) -> Encoded:
+    """`proxy_session` already in wire form, for Get and List (a page holds 100), from the
+    session's SHOWN_SESSION_COLUMNS as the driver reads them: the same members with the same
+    values, in the model's order, timestamps formatted, in one pass instead of a shape and then
+    the model-driven encoder (docs/performance.md). A unit test holds it to
+    `OutputSerializer`'s encoding of `proxy_session` for any row."""
+    (
+        session_id,
+        name,
+        status,
+        capabilities,
+        expiry_minutes,
+        behavior,
+        level,
+        country,
+        area_code,
+        first,
+        second,
+        number,
+        created_at,
+        updated_at,
+        expires_at,
+        ended_at,
+    ) = values
+    state = lifecycle.effective(status, expires_at, ended_at, now)
     if second < first:
         first, second = second, first
-    capabilities = row["capabilities"].split(",")
-    if len(capabilities) > 1:
-        capabilities.sort()
+    shown = capabilities.split(",")
+    if len(shown) > 1:
+        shown.sort()
     ended = state.ended_at
     return Encoded(
-        Capabilities=capabilities,
-        CreatedTimestamp=format_timestamp(row["created_at"]),
+        Capabilities=shown,
+        CreatedTimestamp=format_timestamp(created_at),
         EndedTimestamp=None if ended is None else format_timestamp(ended),
-        ExpiryMinutes=row["expiry_minutes"],
-        GeoMatchLevel=row["geo_match_level"],
+        ExpiryMinutes=expiry_minutes,
+        GeoMatchLevel=level,
         GeoMatchParams=(
             None
             if country is None and area_code is None
             else {"AreaCode": area_code, "Country": country}
         ),
-        Name=row["name"],
-        NumberSelectionBehavior=row["number_selection_behavior"],
+        Name=name,
+        NumberSelectionBehavior=behavior,
         Participants=[
             {"PhoneNumber": first, "ProxyPhoneNumber": number},
             {"PhoneNumber": second, "ProxyPhoneNumber": number},
         ],
-        ProxySessionId=row["id"],
+        ProxySessionId=session_id,
         Status=state.status,
-        UpdatedTimestamp=format_timestamp(row["updated_at"]),
+        UpdatedTimestamp=format_timestamp(updated_at),
         VoiceConnectorId=connector_id,
     )
+
+
+def shown_session(row: Row) -> tuple[Any, ...]:
+    """A session row's SHOWN_SESSION_COLUMNS, for `proxy_session_wire`."""
+    return tuple(row[name] for name in SHOWN_SESSION_COLUMNS)
 
 
 def interaction(

@@ -369,11 +369,13 @@ def get_proxy_session(context: Context, params: dict[str, Any]) -> Output:
         context.services.settings.retention_ms,
     )
     if found is not None:
-        return {"ProxySession": shapes.proxy_session_wire(found, found["voice_connector_id"], now)}
+        *shown, connector_id = found
+        return {"ProxySession": shapes.proxy_session_wire(shown, connector_id, now)}
     with context.services.db.read() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
         row = _require_session(connection, context, connector, params["ProxySessionId"], now)
-    return {"ProxySession": shapes.proxy_session_wire(row, connector["id"], now)}
+    shown = shapes.shown_session(row)
+    return {"ProxySession": shapes.proxy_session_wire(shown, connector["id"], now)}
 
 
 @operation("ListProxySessions")
@@ -402,7 +404,11 @@ def list_proxy_sessions(context: Context, params: dict[str, Any]) -> Output:
             shapes.proxy_session_wire(row, connector_id, now) for row in rows[:limit]
         ],
         "NextToken": next_token(
-            context, listing, rows, limit, lambda r: [r["created_at"], r["id"]]
+            context,
+            listing,
+            rows,
+            limit,
+            lambda r: [r[proxy.SHOWN_CREATED_AT], r[proxy.SHOWN_ID]],
         ),
     }
 

@@ -66,6 +66,12 @@ class _Compiled:
         values = self.defaults | dict(params) if self.defaults else params
         return values if self.positions is None else [values[n] for n in self.positions]
 
+    def check_unconverted(self) -> None:
+        """Tuples straight from the driver are only right when no column needs converting."""
+        if self.conversions:
+            names = ", ".join(name for name, _ in self.conversions)
+            raise TypeError(f"columns {names} need converting: read them as dict rows")
+
     def row(self, values: tuple[Any, ...]) -> dict[str, Any]:
         row = dict(zip(self.columns, values, strict=True))
         for name, process in self.conversions:
@@ -106,10 +112,23 @@ class Prepared:
 
 
 class PreparedQuery(Prepared):
-    """One SELECT; `first` answers a dict row, read outside any transaction."""
+    """One SELECT whose first row is read outside any transaction."""
 
     def first(self, db: Database, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row as a dict, or None when there is none or the driver fails."""
+        compiled, values = self._first(db, params)
+        return None if values is None else compiled.row(values)
+
+    def first_values(self, db: Database, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row as the driver's tuple (see `Statements.values`), or None when there
+        is none or the driver fails."""
+        compiled, values = self._first(db, params)
+        compiled.check_unconverted()
+        return values
+
+    def _first(
+        self, db: Database, params: Mapping[str, Any]
+    ) -> tuple[_Compiled, tuple[Any, ...] | None]:
         dialect = db.engine.dialect
         compiled = self.compiled(dialect)
         arguments = compiled.arguments(params)
@@ -124,8 +143,8 @@ class PreparedQuery(Prepared):
                 finally:
                     cursor.close()
         except errors:
-            return None
-        return None if row is None else compiled.row(row)
+            return compiled, None
+        return compiled, row
 
 
 class Statements:
@@ -156,6 +175,13 @@ class Statements:
     def rows(self, prepared: Prepared, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         compiled = self._execute(prepared, params)
         return [compiled.row(values) for values in self._fetch(self._cursor.fetchall)]
+
+    def values(self, prepared: Prepared, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows as the driver's tuples, in the statement's column order, without a dict per
+        row: for pages read on hot paths, of columns that need no conversion."""
+        compiled = self._execute(prepared, params)
+        compiled.check_unconverted()
+        return self._fetch(self._cursor.fetchall)  # type: ignore[no-any-return]
 
     def first(self, prepared: Prepared, params: Mapping[str, Any]) -> dict[str, Any] | None:
         compiled = self._execute(prepared, params)

@@ -397,12 +397,37 @@ def find_session(
     return connection.execute(query).mappings().first()
 
 
+# What GetProxySession and ListProxySessions show of a session, in this order: they read it as
+# the driver's tuples, without a dict per row (shapes.proxy_session_wire).
+SHOWN_SESSION_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "capabilities",
+    "expiry_minutes",
+    "number_selection_behavior",
+    "geo_match_level",
+    "geo_country",
+    "geo_area_code",
+    "participant_1",
+    "participant_2",
+    "proxy_number",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "ended_at",
+)
+_SHOWN = tuple(ps[name] for name in SHOWN_SESSION_COLUMNS)
+SHOWN_CREATED_AT = SHOWN_SESSION_COLUMNS.index("created_at")
+SHOWN_ID = SHOWN_SESSION_COLUMNS.index("id")
+
+
 @functools.cache
 def _session_page(status: str | None, after: bool) -> Prepared:
     """A page of a connector's visible sessions in listing order (one statement for each kind
     of request: with or without a status filter, first page or after a position)."""
     now = bindparam("now", type_=BigInteger)
-    query = select(proxy_sessions).where(
+    query = select(*_SHOWN).where(
         ps.voice_connector_pk == bindparam("connector_pk"),
         expiry.visible(now, bindparam("retention_ms", type_=BigInteger)),
     )
@@ -424,7 +449,8 @@ def session_page(
     limit: int,
     now: int,
     retention_ms: int,
-) -> list[dict[str, Any]]:
+) -> list[tuple[Any, ...]]:
+    """The page's sessions, each as its SHOWN_SESSION_COLUMNS."""
     params: dict[str, Any] = {
         "connector_pk": connector_pk,
         "now": now,
@@ -433,7 +459,7 @@ def session_page(
     }
     if after is not None:
         params["after_created"], params["after_id"] = after
-    return statements(connection).rows(_session_page(status, after is not None), params)
+    return statements(connection).values(_session_page(status, after is not None), params)
 
 
 @functools.cache
@@ -494,7 +520,7 @@ _SESSION_BY_IDS_WHERE = (
 # GetProxySession in one prepared statement (store/prepared.py): the session joined to its
 # connector.
 _SESSION_BY_IDS = PreparedQuery(
-    select(proxy_sessions, voice_connectors.c.id.label("voice_connector_id"))
+    select(*_SHOWN, voice_connectors.c.id.label("voice_connector_id"))
     .join(voice_connectors, voice_connectors.c.pk == ps.voice_connector_pk)
     .where(*_SESSION_BY_IDS_WHERE)
 )
@@ -540,11 +566,12 @@ def find_session_by_ids(
     session_id: str,
     now: int,
     retention_ms: int,
-) -> dict[str, Any] | None:
-    """The visible session with its `voice_connector_id`; None when there is none (or the
-    driver failed), for the caller to take the ordinary path and word the error."""
+) -> tuple[Any, ...] | None:
+    """The visible session's SHOWN_SESSION_COLUMNS, then its connector's id; None when there
+    is none (or the driver failed), for the caller to take the ordinary path and word the
+    error."""
     params = _ids(account, region, connector_id, session_id, now, retention_ms)
-    return _SESSION_BY_IDS.first(db, params)
+    return _SESSION_BY_IDS.first_values(db, params)
 
 
 def session_to_change(

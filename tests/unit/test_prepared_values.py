@@ -1,0 +1,45 @@
+"""Rows read as the driver's tuples (`Statements.values`, `PreparedQuery.first_values`): the
+same values as the dict rows, and refused for columns that need a conversion the tuple would
+skip."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import bindparam, select
+
+from chimeproxy.store import prepared
+from chimeproxy.store.database import Database
+from chimeproxy.store.prepared import Prepared, PreparedQuery
+from chimeproxy.store.schema import proxy_configs, server_settings
+
+SETTINGS = Prepared(select(server_settings.c.name, server_settings.c.value))
+ONE_SETTING = PreparedQuery(
+    select(server_settings.c.name, server_settings.c.value).where(
+        server_settings.c.name == bindparam("name")
+    )
+)
+# `disabled` is a Boolean: SQLite stores 0/1, and SQLAlchemy converts it to False/True.
+CONFIG_FLAGS = PreparedQuery(select(proxy_configs.c.disabled))
+
+
+def test_tuples_hold_what_dict_rows_hold(db: Database) -> None:
+    with prepared.write(db) as run:
+        for n in range(3):
+            run.sql(f"INSERT INTO server_settings (name, value) VALUES ('t-{n}', 'v{n}')")
+    with prepared.read(db) as run:
+        dicts = [row for row in run.rows(SETTINGS, {}) if row["name"].startswith("t-")]
+        tuples = [row for row in run.values(SETTINGS, {}) if row[0].startswith("t-")]
+    assert tuples == [(row["name"], row["value"]) for row in dicts]
+    assert [tuple(row) for row in tuples] == [("t-0", "v0"), ("t-1", "v1"), ("t-2", "v2")]
+    assert ONE_SETTING.first_values(db, {"name": "t-1"}) == ("t-1", "v1")
+    assert ONE_SETTING.first(db, {"name": "t-1"}) == {"name": "t-1", "value": "v1"}
+    assert ONE_SETTING.first_values(db, {"name": "none"}) is None
+
+
+def test_columns_that_need_converting_are_not_read_as_tuples(db: Database) -> None:
+    """Refused whatever the data (here: no row at all), so a mistake shows in any test."""
+    with prepared.read(db) as run, pytest.raises(TypeError, match="disabled"):
+        run.values(CONFIG_FLAGS, {})
+    with pytest.raises(TypeError, match="disabled"):
+        CONFIG_FLAGS.first_values(db, {})
+    assert CONFIG_FLAGS.first(db, {}) is None  # the dict row converts, as it always did
