@@ -181,7 +181,10 @@ def record(
     )
     routed.interaction = shape
     starts = session is not None and decision.starts_session and start_session
-    if starts and store.mark_in_progress(connection, session.pk, now):  # type: ignore[union-attr]
+    began = starts and store.mark_in_progress(connection, session.pk, now)  # type: ignore[union-attr]
+    if not services.events.enabled:
+        return  # events go nowhere: their payloads are not built
+    if began:
         started = shapes.proxy_session(
             {**row, "status": SessionStatus.IN_PROGRESS}, row["connector_id"], now
         )
