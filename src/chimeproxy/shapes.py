@@ -148,13 +148,12 @@ def proxy_session_wire(values: Sequence[Any], connector_id: str, now: int) -> En
         expires_at,
         ended_at,
     ) = values
-    state = lifecycle.effective(status, expires_at, ended_at, now)
+    status, ended = lifecycle.effective(status, expires_at, ended_at, now)
     if second < first:
         first, second = second, first
     shown = capabilities.split(",")
     if len(shown) > 1:
         shown.sort()
-    ended = state.ended_at
     return Encoded(
         Capabilities=shown,
         CreatedTimestamp=format_timestamp(created_at),
@@ -173,7 +172,7 @@ def proxy_session_wire(values: Sequence[Any], connector_id: str, now: int) -> En
             {"PhoneNumber": second, "ProxyPhoneNumber": number},
         ],
         ProxySessionId=session_id,
-        Status=state.status,
+        Status=status,
         UpdatedTimestamp=format_timestamp(updated_at),
         VoiceConnectorId=connector_id,
     )

