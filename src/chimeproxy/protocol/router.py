@@ -87,7 +87,7 @@ class Router:
         candidates = self._routes.get((method, len(parts)))
         if not candidates:
             return None
-        query = parse_qsl(raw_query, keep_blank_values=True)
+        query = parse_qsl(raw_query, keep_blank_values=True) if raw_query else []
         for route, pick, expected in candidates:
             if pick(parts) != expected:
                 continue
