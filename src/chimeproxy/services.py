@@ -1,5 +1,6 @@
 """What handlers share: settings, database, clock, the event sink, the number catalog, the
-token key and the group commit of writes made on the event loop. Built once by the application and handed to every operation and endpoint."""
+token key and the group commit of the hot writes. Built once by the application and handed to
+every operation and endpoint."""
 
 from __future__ import annotations
 
