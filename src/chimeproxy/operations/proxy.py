@@ -3,6 +3,7 @@ Create/Get/List/Update/DeleteProxySession."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ from chimeproxy.store.prepared import Statements
 from chimeproxy.uuids import random_uuid
 
 DEFAULT_BEHAVIOR = "PreferSticky"
+MIN_DEADLINE_S = 0.001  # a rerun whose request's deadline has passed fails at once
 
 
 # Input checks the model cannot express.
@@ -344,10 +346,13 @@ async def create_proxy_session(context: Context, params: dict[str, Any]) -> Outp
     # unseen is written for SQLAlchemy's Connection, so a create that meets one (rare: the
     # sweeper closes them within a minute) runs again on that path.
     deadline = services.settings.db_deadline
+    started = time.monotonic()
     try:
         created = await services.writes.write(allocate, deadline)
     except _ExpiredRoutes:
-        created = await services.db.run(lambda: services.db.write_retrying(allocate), deadline)
+        # One deadline for the whole request: the rerun has what the first attempt left.
+        left = max(deadline - (time.monotonic() - started), MIN_DEADLINE_S)
+        created = await services.db.run(lambda: services.db.write_retrying(allocate), left)
     return {"ProxySession": _announce(context, events.SESSION_CREATED, created)}
 
 
