@@ -17,6 +17,19 @@ def driver(connection: Any) -> Any:
     return connection.dbapi_connection
 
 
+def keep_one(db: Database) -> Any:
+    """Keep a connection for this thread (the loop's); its driver connection."""
+    db.keep_a_connection_for_this_thread()
+    with db.driver_connection() as connection:
+        return driver(connection)
+
+
+def assert_a_working_replacement(db: Database, kept: Any) -> None:
+    with db.driver_connection() as connection:
+        assert driver(connection) is not kept
+        assert connection.cursor().execute("SELECT 1").fetchone() == (1,)
+
+
 def test_the_loop_reuses_one_connection_and_other_threads_use_the_pool(db: Database) -> None:
     async def on_the_loop() -> None:
         db.keep_a_connection_for_this_thread()
@@ -42,24 +55,18 @@ def test_the_loop_reuses_one_connection_and_other_threads_use_the_pool(db: Datab
 
 def test_a_reopen_on_the_loop_closes_the_kept_connection_at_once(db: Database) -> None:
     async def on_the_loop() -> None:
-        db.keep_a_connection_for_this_thread()
-        with db.driver_connection() as connection:
-            kept = driver(connection)
+        kept = keep_one(db)
         db._reopen()
         with pytest.raises(Exception, match="closed"):
             kept.execute("SELECT 1")
-        with db.driver_connection() as connection:
-            assert driver(connection) is not kept
-            assert connection.cursor().execute("SELECT 1").fetchone() == (1,)
+        assert_a_working_replacement(db, kept)
 
     asyncio.run(on_the_loop())
 
 
 def test_a_reopen_from_another_thread_closes_it_on_the_loop(db: Database) -> None:
     async def on_the_loop() -> None:
-        db.keep_a_connection_for_this_thread()
-        with db.driver_connection() as connection:
-            kept = driver(connection)
+        kept = keep_one(db)
         thread = threading.Thread(target=db._reopen)  # as the health probe would
         thread.start()
         thread.join()
@@ -76,8 +83,6 @@ def test_an_invalidated_connection_is_replaced(db: Database) -> None:
         with db.driver_connection() as connection:
             kept = driver(connection)
             connection.invalidate()
-        with db.driver_connection() as connection:
-            assert driver(connection) is not kept
-            assert connection.cursor().execute("SELECT 1").fetchone() == (1,)
+        assert_a_working_replacement(db, kept)
 
     asyncio.run(on_the_loop())

@@ -27,6 +27,17 @@ def insert(name: str) -> Any:
     return work
 
 
+def one_turn(db: Database, *works: Any) -> list[Any]:
+    """Queue `works` in one turn of a new loop; each one's result or exception, in order."""
+
+    async def main() -> list[Any]:
+        db.keep_a_connection_for_this_thread()
+        batch = prepared.WriteBatch(db)
+        return await asyncio.gather(*(batch.write(w) for w in works), return_exceptions=True)
+
+    return asyncio.run(main())
+
+
 def counting_transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     opened: list[int] = []
     original = prepared.write
@@ -44,12 +55,7 @@ def test_the_writes_of_one_turn_share_one_transaction(
 ) -> None:
     opened = counting_transactions(monkeypatch)
 
-    async def main() -> list[str]:
-        db.keep_a_connection_for_this_thread()
-        batch = prepared.WriteBatch(db)
-        return await asyncio.gather(*(batch.write(insert(f"t-{n}")) for n in range(10)))
-
-    assert asyncio.run(main()) == [f"t-{n}" for n in range(10)]
+    assert one_turn(db, *(insert(f"t-{n}") for n in range(10))) == [f"t-{n}" for n in range(10)]
     assert len(opened) == 1
     assert names(db) == {f"t-{n}" for n in range(10)}
 
@@ -59,13 +65,7 @@ def test_a_write_that_fails_is_rolled_back_alone(db: Database) -> None:
         run.sql("INSERT INTO server_settings (name, value) VALUES ('t-refused', 'x')")
         raise ValueError("refused by the domain")
 
-    async def main() -> list[Any]:
-        db.keep_a_connection_for_this_thread()
-        batch = prepared.WriteBatch(db)
-        writes = [batch.write(insert("t-a")), batch.write(refused), batch.write(insert("t-b"))]
-        return await asyncio.gather(*writes, return_exceptions=True)
-
-    first, second, third = asyncio.run(main())
+    first, second, third = one_turn(db, insert("t-a"), refused, insert("t-b"))
     assert (first, third) == ("t-a", "t-b")
     assert isinstance(second, ValueError)
     assert names(db) == {"t-a", "t-b"}
@@ -79,13 +79,7 @@ def test_a_unique_violation_is_retried_then_answered_503_alone(db: Database) -> 
         attempts += 1
         run.sql("INSERT INTO server_settings (name, value) VALUES ('t-a', 'again')")
 
-    async def main() -> list[Any]:
-        db.keep_a_connection_for_this_thread()
-        batch = prepared.WriteBatch(db)
-        writes = [batch.write(insert("t-a")), batch.write(duplicate), batch.write(insert("t-b"))]
-        return await asyncio.gather(*writes, return_exceptions=True)
-
-    first, second, third = asyncio.run(main())
+    first, second, third = one_turn(db, insert("t-a"), duplicate, insert("t-b"))
     assert (first, third) == ("t-a", "t-b")
     assert isinstance(second, DatabaseUnavailable)
     assert attempts > 1  # run again from its SAVEPOINT, as write_retrying would
@@ -96,13 +90,7 @@ def test_database_trouble_fails_the_whole_batch_and_commits_nothing(db: Database
     def broken(run: prepared.Statements) -> None:
         run.sql("INSERT INTO no_such_table VALUES (1)")
 
-    async def main() -> list[Any]:
-        db.keep_a_connection_for_this_thread()
-        batch = prepared.WriteBatch(db)
-        writes = [batch.write(insert("t-a")), batch.write(broken), batch.write(insert("t-b"))]
-        return await asyncio.gather(*writes, return_exceptions=True)
-
-    answers = asyncio.run(main())
+    answers = one_turn(db, insert("t-a"), broken, insert("t-b"))
     assert all(isinstance(answer, DatabaseUnavailable) for answer in answers)
     assert len({id(answer) for answer in answers}) == 3  # one object per waiting request
     assert names(db) == set()

@@ -114,23 +114,12 @@ class Prepared:
 class PreparedQuery(Prepared):
     """One SELECT whose first row is read outside any transaction."""
 
-    def first(self, db: Database, params: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The first row as a dict, or None when there is none or the driver fails."""
-        compiled, values = self._first(db, params)
-        return None if values is None else compiled.row(values)
-
     def first_values(self, db: Database, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The first row as the driver's tuple (see `Statements.values`), or None when there
         is none or the driver fails."""
-        compiled, values = self._first(db, params)
-        compiled.check_unconverted()
-        return values
-
-    def _first(
-        self, db: Database, params: Mapping[str, Any]
-    ) -> tuple[_Compiled, tuple[Any, ...] | None]:
         dialect = db.engine.dialect
         compiled = self.compiled(dialect)
+        compiled.check_unconverted()
         arguments = compiled.arguments(params)
         # The driver's own errors, and those the pool wraps (a failed connect, say).
         errors = (dialect.loaded_dbapi.Error, DBAPIError)
@@ -139,12 +128,11 @@ class PreparedQuery(Prepared):
                 cursor = connection.cursor()
                 try:
                     cursor.execute(compiled.sql, arguments)
-                    row = cursor.fetchone()
+                    return cursor.fetchone()  # type: ignore[no-any-return]
                 finally:
                     cursor.close()
         except errors:
-            return compiled, None
-        return compiled, row
+            return None
 
 
 class Statements:
