@@ -4,12 +4,13 @@ checks the result with `kamailio -c` and runs it.)"""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chimeproxy.dataplane.edge import config
+from chimeproxy.dataplane.edge import command, config
 from chimeproxy.dataplane.edge.settings import (
     EdgeSettings,
     Gateway,
@@ -175,3 +176,14 @@ def test_repeated_settings_from_flags_and_environment() -> None:
     assert [str(t) for t in from_environment.trunk] == ["10.9.0.0/16", "10.8.0.1"]
     with pytest.raises(SettingsError, match="--gateway"):
         from_arguments(EdgeSettings, {"gateway": ["sip:gw;transport=sctp"]}, environ={})
+
+
+def test_control_ports_are_distinct_even_when_the_draw_repeats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The edge's four control listeners never share a port, though each is only probed, not
+    held, until its daemon binds it."""
+    free = list(itertools.islice(filter(command._free_now, command.CONTROL_PORTS), 4))
+    draws = iter([free[0], free[0], free[1], free[0], free[1], free[2], free[3]])
+    monkeypatch.setattr(command.random, "choice", lambda _ports: next(draws))
+    assert command.free_control_ports(4) == free

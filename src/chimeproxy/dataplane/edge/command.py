@@ -56,11 +56,11 @@ def main(settings: EdgeSettings) -> int:
     directory = Path(settings.runtime_dir or tempfile.mkdtemp(prefix="chimeproxy-sip-edge-"))
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        ng_port, http_port = _free_port(), _free_port()
+        ng_port, http_port, rpc_port, cli_port = free_control_ports(4)
         try:
             runtime = config.Runtime(
                 directory=directory,
-                rpc_port=_free_port(),
+                rpc_port=rpc_port,
                 mask_key=config.mask_key(settings, directory),
                 trunk_networks=config.trunk_networks(settings),
                 rtpengine=str(settings.rtpengine or f"127.0.0.1:{ng_port}"),
@@ -77,7 +77,7 @@ def main(settings: EdgeSettings) -> int:
                 settings,
                 ng_port=ng_port,
                 http_port=http_port,
-                cli_port=_free_port(),
+                cli_port=cli_port,
                 directory=directory,
             )
         media_filter = None
@@ -194,15 +194,26 @@ def _run(
 CONTROL_PORTS = range(10000, 20000)
 
 
-def _free_port() -> int:
-    """A loopback port free for both UDP and TCP now, for a control listener."""
-    for _ in range(200):
+def free_control_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports, each free for both UDP and TCP now, for the control
+    listeners. Picked together: nothing binds them until the daemons start, so separate picks
+    could answer one port twice, and two daemons would then fight over it (Kamailio's RPC and
+    rtpengine's HTTP port did, once in a few hundred edges)."""
+    chosen: list[int] = []
+    for _ in range(200 * count):
         port = random.choice(CONTROL_PORTS)
-        try:
-            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                with contextlib.closing(socket.socket(socket.AF_INET, kind)) as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
+        if port not in chosen and _free_now(port):
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
     raise OSError("no free control port on 127.0.0.1 between 10000 and 19999")
+
+
+def _free_now(port: int) -> bool:
+    try:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with contextlib.closing(socket.socket(socket.AF_INET, kind)) as probe:
+                probe.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
