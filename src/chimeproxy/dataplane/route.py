@@ -35,7 +35,10 @@ class Routed:
     decision: Decision
     caller: str | None
     called: str | None
-    interaction: dict[str, Any] | None = None  # the interaction as listed (None: not recorded)
+    interaction_id: str | None = None  # the interaction recorded (None: not recorded)
+    voice_connector_id: str | None = None  # its connector's (None: not recorded)
+    # The interaction as listed, for the events: built only when an event sink is on.
+    interaction: dict[str, Any] | None = None
     connector_pk: int | None = None
     require_encryption: bool = False  # media to and from the trunk must be SRTP
     max_duration_seconds: int | None = None  # a call ends by then (its session, max length)
@@ -43,21 +46,17 @@ class Routed:
     region: str | None = None
     pending_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    @property
-    def interaction_id(self) -> str | None:
-        return self.interaction["InteractionId"] if self.interaction else None
-
     def answer(self) -> dict[str, Any]:
         """The /route answer: the contract the SIP edge is built against."""
         d = self.decision
         if d.action is Action.CONNECT:
-            assert d.session is not None and self.interaction is not None
+            assert d.session is not None and self.interaction_id is not None
             return {
                 "action": "connect",
                 "target": d.target,
                 "caller_id": d.caller_id,
                 "session_id": d.session.id,
-                "voice_connector_id": self.interaction["VoiceConnectorId"],
+                "voice_connector_id": self.voice_connector_id,
                 "interaction_id": self.interaction_id,
                 "require_encryption": self.require_encryption,
                 "max_duration_seconds": self.max_duration_seconds,
@@ -176,14 +175,14 @@ def record(
         "ended_at": now if (ended or rejected) else None,
     }
     store.insert_interaction(connection, values)
-    shape = shapes.interaction(
-        values, row["connector_id"], session.id if session else None, with_body=True
-    )
-    routed.interaction = shape
+    routed.interaction_id, routed.voice_connector_id = values["id"], row["connector_id"]
     starts = session is not None and decision.starts_session and start_session
     began = starts and store.mark_in_progress(connection, session.pk, now)  # type: ignore[union-attr]
     if not services.events.enabled:
         return  # events go nowhere: their payloads are not built
+    shape = routed.interaction = shapes.interaction(
+        values, row["connector_id"], session.id if session else None, with_body=True
+    )
     if began:
         started = shapes.proxy_session(
             {**row, "status": SessionStatus.IN_PROGRESS}, row["connector_id"], now
