@@ -53,15 +53,15 @@ def test_the_wire_session_is_the_encoded_shape(
     row: dict[str, Any], now: int, connector: str
 ) -> None:
     wire = shapes.proxy_session_wire(shapes.shown_session(row), connector, now)
-    assert isinstance(wire, Encoded)
     ordinary = shapes.proxy_session(row, connector, now)
-    assert SERIALIZER.body(GET, {"ProxySession": wire}) == SERIALIZER.body(
+    assert SERIALIZER.body(GET, Encoded(ProxySession=wire)) == SERIALIZER.body(
         GET, {"ProxySession": ordinary}
     )
-    page = {"ProxySessions": [wire, wire], "NextToken": None}
-    assert SERIALIZER.body(LIST, page) == SERIALIZER.body(
-        LIST, {"ProxySessions": [ordinary, ordinary], "NextToken": None}
-    )
+    for token in (None, "next"):
+        page = Encoded(NextToken=token, ProxySessions=[wire, wire])
+        assert SERIALIZER.body(LIST, page) == SERIALIZER.body(
+            LIST, {"ProxySessions": [ordinary, ordinary], "NextToken": token}
+        )
 
 
 def test_every_member_of_the_model_is_written() -> None:
@@ -87,7 +87,7 @@ def test_every_member_of_the_model_is_written() -> None:
     }
     body = orjson.loads(
         SERIALIZER.body(
-            GET, {"ProxySession": shapes.proxy_session_wire(shapes.shown_session(row), "c", 0)}
+            GET, Encoded(ProxySession=shapes.proxy_session_wire(shapes.shown_session(row), "c", 0))
         )
     )
     assert list(body["ProxySession"]) == sorted(member.members)

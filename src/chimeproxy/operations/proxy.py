@@ -31,6 +31,7 @@ from chimeproxy.operations.common import (
 )
 from chimeproxy.operations.registry import Context, Output, operation
 from chimeproxy.protocol.errors import BadRequestException, NotFoundException
+from chimeproxy.protocol.serializer import Encoded
 from chimeproxy.store import prepared, proxy
 from chimeproxy.store.prepared import Statements
 from chimeproxy.uuids import random_uuid
@@ -375,12 +376,12 @@ def get_proxy_session(context: Context, params: dict[str, Any]) -> Output:
     )
     if found is not None:
         *shown, connector_id = found
-        return {"ProxySession": shapes.proxy_session_wire(shown, connector_id, now)}
+        return Encoded(ProxySession=shapes.proxy_session_wire(shown, connector_id, now))
     with context.services.db.read() as connection:
         connector = require_connector(connection, context, params["VoiceConnectorId"])
         row = _require_session(connection, context, connector, params["ProxySessionId"], now)
     shown = shapes.shown_session(row)
-    return {"ProxySession": shapes.proxy_session_wire(shown, connector["id"], now)}
+    return Encoded(ProxySession=shapes.proxy_session_wire(shown, connector["id"], now))
 
 
 @operation("ListProxySessions")
@@ -390,32 +391,33 @@ def list_proxy_sessions(context: Context, params: dict[str, Any]) -> Output:
     connector_id = params["VoiceConnectorId"]
     listing = f"proxy-sessions:{connector_id}:{params.get('Status')}"
     after = page_after(context, listing, params.get("NextToken"))
-    # Prepared statements in one read transaction (store/prepared.py).
-    with prepared.read(context.services.db) as run:
-        connector_pk = proxy.connector_pk(run, context.account, context.region, connector_id)
-        if connector_pk is None:
-            raise NotFoundException(f"Voice connector {connector_id} not found.")
+    # One prepared statement (store/prepared.py); only an empty page asks whether the connector
+    # exists at all.
+    with prepared.statement(context.services.db) as run:
         rows = proxy.session_page(
             run,
-            connector_pk,
+            context.account,
+            context.region,
+            connector_id,
             status=params.get("Status"),
             after=tuple(after) if after else None,  # type: ignore[arg-type]
             limit=limit + 1,
             now=now,
             retention_ms=context.services.settings.retention_ms,
         )
-    return {
-        "ProxySessions": [
-            shapes.proxy_session_wire(row, connector_id, now) for row in rows[:limit]
-        ],
-        "NextToken": next_token(
-            context,
-            listing,
-            rows,
-            limit,
-            lambda r: [r[proxy.SHOWN_CREATED_AT], r[proxy.SHOWN_ID]],
-        ),
-    }
+        if (
+            not rows
+            and proxy.connector_pk(run, context.account, context.region, connector_id) is None
+        ):
+            raise NotFoundException(f"Voice connector {connector_id} not found.")
+    token = next_token(
+        context, listing, rows, limit, lambda r: [r[proxy.SHOWN_CREATED_AT], r[proxy.SHOWN_ID]]
+    )
+    wire = shapes.proxy_session_wire
+    # Encoded: every member, in the model's order.
+    return Encoded(
+        NextToken=token, ProxySessions=[wire(row, connector_id, now) for row in rows[:limit]]
+    )
 
 
 def _session_to_change(run: Statements, context: Context, params: dict[str, Any], now: int) -> Any:

@@ -21,11 +21,14 @@ def format_timestamp(value: int | datetime) -> str:
         if isinstance(value, datetime):
             value = int(value.timestamp() * 1000)
         value = int(value)
-    seconds, millis = divmod(value, 1000)
-    prefix = _second_prefixes.get(seconds)
-    if prefix is None:
-        prefix = _second_prefix(seconds)
-    return prefix + _MILLIS[millis]
+    return format_millis(value)  # type: ignore[arg-type]
+
+
+def format_millis(value: int) -> str:
+    """`format_timestamp` of milliseconds already an int: what a row holds, on the hot paths."""
+    seconds = value // 1000
+    prefix = _second_prefixes.get(seconds) or _second_prefix(seconds)
+    return prefix + _MILLIS[value - seconds * 1000]
 
 
 # `.mmmZ` for each millisecond, and `YYYY-MM-DDTHH:MM:SS` for the seconds seen last: a page
@@ -59,9 +62,10 @@ def _date_prefix(days: int) -> str:
 
 
 class Encoded(dict[str, Any]):
-    """A structure already in its wire form (members in order, timestamps formatted): built
-    straight from a row on the hottest paths (shapes.proxy_session_wire), it is passed through
-    as it is. Tests hold it to what the model-driven encoder makes of the ordinary shape."""
+    """An output already in its wire form, all the way down (every member present, in order,
+    timestamps formatted): built straight from rows on the hottest paths (Get and List, from
+    shapes.proxy_session_wire), it is passed through as it is, so that what it holds can be
+    plain dicts. Tests hold it to what the model-driven encoder makes of the ordinary shape."""
 
     __slots__ = ()
 

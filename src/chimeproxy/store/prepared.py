@@ -250,6 +250,15 @@ def read(db: Database) -> Iterator[Statements]:
 
 
 @contextmanager
+def statement(db: Database) -> Iterator[Statements]:
+    """Reads without a BEGIN: each statement sees a snapshot of its own (SQLite's autocommit;
+    PostgreSQL's READ COMMITTED), which is all a read of one statement needs, for two
+    statements fewer than `read`. Failures are classified and told to health as `read`'s."""
+    with _transaction(db, None, writes=False) as statements:
+        yield statements
+
+
+@contextmanager
 def _transaction(db: Database, begin: str | None, *, writes: bool) -> Iterator[Statements]:
     # The same guard as Database's transactions: failures classified and told to health.
     with db._guard(writing=writes), db.driver_connection() as connection:

@@ -424,11 +424,17 @@ SHOWN_ID = SHOWN_SESSION_COLUMNS.index("id")
 
 @functools.cache
 def _session_page(status: str | None, after: bool) -> Prepared:
-    """A page of a connector's visible sessions in listing order (one statement for each kind
-    of request: with or without a status filter, first page or after a position)."""
+    """A page of a connector's visible sessions in listing order, the connector named by its
+    ids (one statement for each kind of request: with or without a status filter, first page
+    or after a position). The connector's key is a subquery rather than a statement of its
+    own, so that a page is one statement and needs no transaction around it. A subquery, not a
+    join: both databases then evaluate it once and read the listing index in its order with
+    the key as a constant, where a join would make PostgreSQL sort all the connector's
+    sessions."""
     now = bindparam("now", type_=BigInteger)
+    connector = select(voice_connectors.c.pk).where(*_CONNECTOR_BY_IDS).scalar_subquery()
     query = select(*_SHOWN).where(
-        ps.voice_connector_pk == bindparam("connector_pk"),
+        ps.voice_connector_pk == connector,
         expiry.visible(now, bindparam("retention_ms", type_=BigInteger)),
     )
     if status is not None:
@@ -442,7 +448,9 @@ def _session_page(status: str | None, after: bool) -> Prepared:
 
 def session_page(
     connection: Statements | Connection,
-    connector_pk: int,
+    account: str,
+    region: str,
+    connector_id: str,
     *,
     status: str | None,
     after: tuple[int, str] | None,
@@ -450,9 +458,12 @@ def session_page(
     now: int,
     retention_ms: int,
 ) -> list[tuple[Any, ...]]:
-    """The page's sessions, each as its SHOWN_SESSION_COLUMNS."""
+    """The page's sessions, each as its SHOWN_SESSION_COLUMNS; empty as well when there is no
+    such connector."""
     params: dict[str, Any] = {
-        "connector_pk": connector_pk,
+        "account": account,
+        "region": region,
+        "connector_id": connector_id,
         "now": now,
         "retention_ms": retention_ms,
         "limit": limit,
