@@ -151,7 +151,6 @@ def _candidate_statements(
         return [bindparam(f"{prefix}{index}") for index in range(count)]
 
     conditions = [
-        pn.voice_connector_pk == bindparam("connector_pk"),
         pn.status == PhoneNumberStatus.ASSIGNED,
         pn.country.in_(binds("c", countries)),
     ]
@@ -164,7 +163,9 @@ def _candidate_statements(
     if busy:
         conditions.append(pn.e164.not_in(binds("b", busy)))
     columns = (pn.e164, pn.country, pn.area_code, pn.capabilities, pn.last_allocated_at)
-    general = select(*columns).where(*conditions)
+    general = select(*columns).where(
+        pn.voice_connector_pk == bindparam("connector_pk"), *conditions
+    )
     if had:
         general = general.where(pn.e164.not_in(binds("h", had)))
     general = general.order_by(
@@ -173,16 +174,12 @@ def _candidate_statements(
         func.length(pn.e164),
         pn.e164,
     ).limit(bindparam("limit", type_=Integer))
-    sticky = select(*columns).where(*conditions, pn.e164.in_(binds("h", had))) if had else None
+    # The pair's own numbers are found by number. Without statistics SQLite guesses that a
+    # connector has a few numbers and would read all of its pool through the connector's index
+    # (12 ms a create at 10,000 numbers): `+ 0` keeps that index out of this statement.
+    own = (pn.voice_connector_pk + 0) == bindparam("connector_pk")
+    sticky = select(*columns).where(own, *conditions, pn.e164.in_(binds("h", had))) if had else None
     return Prepared(general), None if sticky is None else Prepared(sticky)
-
-
-def connector_numbers_among(
-    connection: Connection, connector_pk: int, numbers: Iterable[str]
-) -> set[str]:
-    """Which of `numbers` are phone numbers of the voice connector."""
-    query = select(pn.e164).where(pn.voice_connector_pk == connector_pk, pn.e164.in_(list(numbers)))
-    return set(connection.scalars(query))
 
 
 def release_expired_routes(

@@ -1,0 +1,122 @@
+"""The hot statements read what they must through the index meant for them, on SQLite as it
+runs without statistics (nobody runs ANALYZE on an embedded database): a connector with a big
+pool must not make a create, a page or a Get read the whole pool or every session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import insert
+
+from chimeproxy.store.database import Database
+from chimeproxy.store.prepared import Prepared
+from chimeproxy.store.proxy import _candidate_statements, _session_page
+from chimeproxy.store.schema import phone_numbers, voice_connectors
+
+POOL = 2_000
+PAIR_HAD = ["+12065550007", "+12065551234", "+12065551999"]
+
+
+@pytest.fixture
+def pool(db: Database) -> Database:
+    """One connector holding a pool of POOL numbers."""
+    with db.write() as connection:
+        connection.execute(
+            insert(voice_connectors).values(
+                pk=1,
+                account="111122223333",
+                region="us-east-1",
+                id="abcdefghijklmnopqrstuv",
+                name="pool",
+                aws_region="us-east-1",
+                require_encryption=False,
+                created_at=0,
+                updated_at=0,
+            )
+        )
+        connection.execute(
+            insert(phone_numbers),
+            [
+                {
+                    "account": "111122223333",
+                    "region": "us-east-1",
+                    "e164": f"+1206555{index:04d}",
+                    "country": "US",
+                    "area_code": "206",
+                    "number_type": "Local",
+                    "product_type": "VoiceConnector",
+                    "status": "Assigned",
+                    "capabilities": "InboundCall,OutboundCall,InboundSMS,OutboundSMS",
+                    "voice_connector_pk": 1,
+                    "last_allocated_at": index,
+                    "created_at": 0,
+                    "updated_at": 0,
+                }
+                for index in range(POOL)
+            ],
+        )
+    return db
+
+
+def _plan(db: Database, prepared: Prepared, params: dict[str, Any]) -> str:
+    compiled = prepared.compiled(db.engine.dialect)
+    with db.read() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        rows = driver.execute(
+            f"EXPLAIN QUERY PLAN {compiled.sql}", compiled.arguments(params)
+        ).fetchall()
+    return "\n".join(row[-1] for row in rows)
+
+
+def _candidate_params(**extra: Any) -> dict[str, Any]:
+    return {
+        "connector_pk": 1,
+        "c0": "US",
+        "limit": 8,
+        "geo_country": None,
+        "geo_area_code": None,
+        **extra,
+    }
+
+
+def test_a_pairs_own_numbers_are_found_by_number_not_by_reading_the_pool(
+    pool: Database,
+) -> None:
+    general, sticky = _candidate_statements(1, len(PAIR_HAD), 1, ("InboundCall",), False, False)
+    assert sticky is not None
+    params = _candidate_params(b0="+12065550001", **{f"h{i}": n for i, n in enumerate(PAIR_HAD)})
+    plan = _plan(pool, sticky, params)
+    assert "(e164=?)" in plan, plan
+    assert "ix_phone_numbers_connector" not in plan, plan
+    # And it finds exactly them.
+    compiled = sticky.compiled(pool.engine.dialect)
+    with pool.read() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        found = driver.execute(compiled.sql, compiled.arguments(params)).fetchall()
+    assert sorted(row[0] for row in found) == sorted(PAIR_HAD)
+    # The general order is read from the allocation index, in its order (no sort of the pool).
+    plan = _plan(pool, general, params)
+    assert "ix_phone_numbers_allocation" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+
+
+@pytest.mark.parametrize(("status", "after"), [(None, False), ("Open", True)])
+def test_a_page_of_sessions_reads_the_listing_index_in_order(
+    pool: Database, status: str | None, after: bool
+) -> None:
+    params: dict[str, Any] = {
+        "account": "111122223333",
+        "region": "us-east-1",
+        "connector_id": "abcdefghijklmnopqrstuv",
+        "now": 1,
+        "retention_ms": 1,
+        "limit": 101,
+        "after_created": 0,
+        "after_id": "",
+    }
+    plan = _plan(pool, _session_page(status, after), params)
+    assert "ix_proxy_sessions_list" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
