@@ -104,6 +104,27 @@ class _CreateCalls:
             yield Call("POST", path, {"ParticipantPhoneNumbers": pair, "Capabilities": ["Voice"]})
 
 
+class _ReturningCreateCalls:
+    """Creates for pairs that had sessions before: the seeded regular pairs, each with about
+    twenty numbers in `pair_history` (the selection prefers those), or where every session is
+    Open (10k) the Open sessions' pairs, which then need a number other than their current
+    one. A patient and a clinic, a buyer and a seller meet again: the sticky path, which
+    distinct new pairs never take."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def __call__(self, signer: Signer, data: seeding.Seeded, count: int) -> Iterator[Call]:
+        path = f"/voice-connectors/{data.connector_id}/proxy-sessions"
+        pairs = data.regular_pairs or [
+            (first, second) for first, second, _ in data.open_participants
+        ]
+        start, self.next = self.next, self.next + count
+        for index in range(start, start + count):
+            pair = list(pairs[index % len(pairs)])
+            yield Call("POST", path, {"ParticipantPhoneNumbers": pair, "Capabilities": ["Voice"]})
+
+
 def _route_requests(signer: Signer, data: seeding.Seeded, count: int) -> Iterator[bytes]:
     for index in range(count):
         first, _second, number = data.open_participants[index % len(data.open_participants)]
@@ -116,6 +137,7 @@ SCENARIOS = [
     Scenario("update", "UpdateProxySession", _update_calls, 10_000),
     Scenario("route", "POST /_chimeproxy/route", _route_requests, 10_000),
     Scenario("create", "CreateProxySession", _CreateCalls(), 40_000),
+    Scenario("returning", "CreateProxySession (returning pair)", _ReturningCreateCalls(), 40_000),
 ]
 
 

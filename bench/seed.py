@@ -13,7 +13,9 @@ routing invariant:
   rows each (every Open session has participants of its own, so no participant is twice on a
   proxy number); all the others are Closed and still inside the retention period, so they are
   readable but hold no route — the shape of a busy deployment, where closed sessions kept for
-  30 days far outnumber the live ones;
+  30 days far outnumber the live ones. One closed session in REGULAR_EVERY belongs to one of
+  `regulars` pairs who keep meeting (a patient and a clinic): each such pair had about twenty
+  sessions, on about as many numbers;
 - a `pair_history` row per (pair, proxy number), with the pair's latest use;
 - each number's `last_allocated_at` is the last time a seeded session got it.
 """
@@ -50,6 +52,7 @@ DEFAULT_EXPIRY_MINUTES = 60
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 CHUNK = 50_000
+REGULAR_EVERY = 10
 CAPABILITIES = "InboundCall,InboundSMS,OutboundCall,OutboundSMS"
 
 
@@ -66,6 +69,8 @@ class Seeded:
     sample_ids: list[str] = field(default_factory=list)
     open_ids: list[str] = field(default_factory=list)
     open_participants: list[tuple[str, str, str]] = field(default_factory=list)
+    # The pairs who keep meeting (see the module's docstring), none of them busy now.
+    regular_pairs: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -174,6 +179,7 @@ def seed(
     open_sessions: int,
     riders: int = 200_000,
     drivers: int = 50_000,
+    regulars: int = 5_000,
     sample: int = 20_000,
     rng_seed: int = 7,
     url: str | None = None,
@@ -235,15 +241,23 @@ def seed(
     def session_rows() -> Iterator[dict[str, Any]]:
         for index in range(sessions):
             is_open = index >= closed
+            number = numbers[index % len(numbers)][0]
+            regular = not is_open and index % REGULAR_EVERY == 0
             if is_open:
                 k = index - closed
                 created = now - 10 * MINUTE_MS + (k * 10 * MINUTE_MS) // max(1, open_sessions)
                 first, second = participant(2, k), participant(3, k)
+            elif regular:
+                created = now - 20 * DAY_MS - DAY_MS + (index * span_closed) // max(1, closed)
+                meeting, pair_index = divmod(index // REGULAR_EVERY, regulars)
+                first = participant(0, riders + pair_index)
+                second = participant(1, drivers + pair_index)
+                # Each meeting on another number (a plain modulo would repeat the same one).
+                number = numbers[(index + 7 * meeting) % len(numbers)][0]
             else:
                 created = now - 20 * DAY_MS - DAY_MS + (index * span_closed) // max(1, closed)
                 first = participant(0, rng.randrange(riders))
                 second = participant(1, rng.randrange(drivers))
-            number = numbers[index % len(numbers)][0]
             expires = created + DEFAULT_EXPIRY_MINUTES * MINUTE_MS
             session_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
             if index % sample_every == 0:
@@ -251,6 +265,8 @@ def seed(
             if is_open:
                 seeded.open_ids.append(session_id)
                 seeded.open_participants.append((first, second, number))
+            elif regular and index // REGULAR_EVERY < regulars:
+                seeded.regular_pairs.append((first, second))
             last_allocated[number] = created
             pair = "|".join(sorted((first, second)))
             history[(pair, number)] = created
