@@ -173,7 +173,9 @@ class Console:
                     response.headers.append((b"set-cookie", value.encode()))
                 return response
 
-            response = await self.services.db.run(work, self.settings.db_deadline)
+            # In a thread even on SQLite: a page's counts and charts read far more than an API
+            # call, and inline they would hold up every request meanwhile.
+            response = await self.services.db.run(work, self.settings.db_deadline, background=True)
             return _finish(response, started)
 
         return handle

@@ -283,8 +283,9 @@ class Database:
         """Run database work for a caller on the event loop: the one rule for every request
         handler, data-plane endpoint and background task.
 
-        SQLite work runs inline (see `inline`), except `background` work (a sweep), which may
-        hold the write lock long enough to stall the loop. Work in a thread that has not
+        SQLite work runs inline (see `inline`), except `background` work, long enough to stall
+        the loop: a sweep (which may hold the write lock), the metrics' whole-table counts, a
+        console page. Work in a thread that has not
         finished within `deadline` seconds raises DatabaseUnavailable; work still queued then
         never starts, and work already running goes on in its thread (a stuck database call
         cannot be interrupted) but its write transaction rolls back instead of committing, so
