@@ -59,14 +59,17 @@ def pool(db: Database) -> Database:
     return db
 
 
-def _plan(db: Database, prepared: Prepared, params: dict[str, Any]) -> str:
-    compiled = prepared.compiled(db.engine.dialect)
+def _run(db: Database, sql: str, arguments: Any) -> list[Any]:
+    """Rows of `sql` straight from the driver."""
     with db.read() as connection:
         driver = connection.connection.driver_connection
         assert driver is not None
-        rows = driver.execute(
-            f"EXPLAIN QUERY PLAN {compiled.sql}", compiled.arguments(params)
-        ).fetchall()
+        return driver.execute(sql, arguments).fetchall()
+
+
+def _plan(db: Database, prepared: Prepared, params: dict[str, Any]) -> str:
+    compiled = prepared.compiled(db.engine.dialect)
+    rows = _run(db, f"EXPLAIN QUERY PLAN {compiled.sql}", compiled.arguments(params))
     return "\n".join(row[-1] for row in rows)
 
 
@@ -92,10 +95,7 @@ def test_a_pairs_own_numbers_are_found_by_number_not_by_reading_the_pool(
     assert "ix_phone_numbers_connector" not in plan, plan
     # And it finds exactly them.
     compiled = sticky.compiled(pool.engine.dialect)
-    with pool.read() as connection:
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        found = driver.execute(compiled.sql, compiled.arguments(params)).fetchall()
+    found = _run(pool, compiled.sql, compiled.arguments(params))
     assert sorted(row[0] for row in found) == sorted(PAIR_HAD)
     # The general order is read from the allocation index, in its order (no sort of the pool).
     plan = _plan(pool, general, params)

@@ -285,11 +285,11 @@ class Database:
 
         SQLite work runs inline (see `inline`), except `background` work, long enough to stall
         the loop: a sweep (which may hold the write lock), the metrics' whole-table counts, a
-        console page. Work in a thread that has not
-        finished within `deadline` seconds raises DatabaseUnavailable; work still queued then
-        never starts, and work already running goes on in its thread (a stuck database call
-        cannot be interrupted) but its write transaction rolls back instead of committing, so
-        nothing is committed after its caller was told it failed. Only a deadline passing during
+        console page. Work in a thread that has not finished within `deadline` seconds raises
+        DatabaseUnavailable; work still queued then never starts, and work already running goes
+        on in its thread (a stuck database call cannot be interrupted) but its write transaction
+        rolls back instead of committing, so nothing is committed after its caller was told it
+        failed. Only a deadline passing during
         the COMMIT itself leaves the outcome unknown, as with any connection lost mid-commit."""
         if self.inline and not background:
             return work()
