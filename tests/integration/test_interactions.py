@@ -4,7 +4,9 @@ the API."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,11 @@ def test_routed_calls_are_listed_for_their_session(
         None,
         None,
     )
+    for item in listed:  # time-ordered ids (uuids.time_ordered_uuid) of their start
+        started = datetime.fromisoformat(item["StartedTimestamp"].replace("Z", "+00:00"))
+        millis = (started - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        assert uuid.UUID(item["InteractionId"]).version == 7
+        assert uuid.UUID(item["InteractionId"]).int >> 80 == millis
 
 
 def test_the_listing_needs_a_valid_signature(strict_server: ChimeProxyServer, client: Any) -> None:

@@ -16,7 +16,7 @@ from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.routing import SMS, VOICE, Action, Decision, Media, RouteFacts, decide
 from chimeproxy.store import interactions as store
 from chimeproxy.store.prepared import Statements
-from chimeproxy.uuids import random_uuid
+from chimeproxy.uuids import time_ordered_uuid
 
 if TYPE_CHECKING:
     from chimeproxy.services import Services
@@ -155,7 +155,7 @@ def record(
     # A call refused in its session (unencrypted media) is listed with the session too.
     session = decision.session if decision.out_of_session is None else None
     values: dict[str, Any] = {
-        "id": random_uuid(),
+        "id": time_ordered_uuid(now),
         "voice_connector_pk": routed.connector_pk,
         "session_pk": session.pk if session else None,
         "kind": kind,
