@@ -247,6 +247,45 @@ def test_a_call_ends_when_its_session_closes(
         assert interaction["DurationSeconds"] >= 1
 
 
+@pytest.mark.parametrize("closing", ["expiry", "delete"])
+def test_a_call_still_ringing_is_cancelled_when_its_session_closes(
+    closing: str,
+    tmp_path: Path,
+    edge: SipEdge,
+    voice: Any,
+    routing_server: ChimeProxyServer,
+) -> None:
+    """Not left to ring until answered and then hung up: the callee gets a CANCEL, the
+    caller the callee's 487, and the call is recorded cancelled."""
+    session = open_session(voice, ExpiryMinutes=60)
+    gateway = start_gateway(tmp_path, edge, "uas_ring.xml", keys={"callee": session.b})
+    phone = start_phone(
+        tmp_path, edge, "uac_ring_until_ended.xml", service=session.proxy,
+        keys={"caller": session.a},
+    )  # fmt: skip
+    answered(phone.trace, "SIP/2.0 180")
+    time.sleep(1.5)  # rung for more than one of the enforcer's passes: nothing ends it early
+    assert not any(m.startswith("CANCEL ") for m in received(gateway.trace))
+    if closing == "expiry":
+        routing_server.advance(3601)
+    else:
+        voice.delete_proxy_session(
+            VoiceConnectorId=session.connector_id, ProxySessionId=session.session_id
+        )
+    closed = time.monotonic()
+    assert_completed(edge, phone, gateway)
+    assert time.monotonic() - closed < 5
+    gateway_got, phone_got = received(gateway.trace), received(phone.trace)
+    assert first(gateway_got, "CANCEL ")
+    assert status_line(phone_got).startswith("SIP/2.0 487")
+    assert not any(m.startswith(("SIP/2.0 200", "BYE ")) for m in phone_got + gateway_got)
+    assert_hidden(session.a, gateway_got, "the callee")
+    assert_hidden(session.b, phone_got, "the caller")
+    assert edge.metric("chimeproxy_edge_calls_ended_total") == 1
+    if closing != "delete":  # a deleted session's interactions go with it
+        assert ended_interaction(routing_server, session)["Outcome"] == "cancelled"
+
+
 def test_a_call_ends_at_its_maximum_length(
     tmp_path: Path, voice: Any, routing_server: ChimeProxyServer
 ) -> None:

@@ -1,7 +1,8 @@
 """Calls end when their session does. Every second the edge lists its calls in progress
 (Kamailio's dialogs, each with its interaction id), asks the routing service which must end
 (`POST /_chimeproxy/calls/check`: the session closed, expired or was deleted, or the call is
-longer than the maximum call length), and ends those with a BYE to both sides. It holds across
+longer than the maximum call length), and ends those: an answered call with a BYE to both
+sides, one still ringing with a CANCEL to the callee (the caller gets its 487). It holds across
 restarts of either side: the dialogs are in SQLite, the sessions in the server's database. The
 dialog timeout each call gets when routed ends it at the session's expiry even while the
 routing service cannot be reached."""
@@ -22,8 +23,9 @@ log = logging.getLogger("chimeproxy.sip_edge.calls")
 INTERVAL_SECONDS = 1.0
 BATCH = 1000
 TIMEOUT_SECONDS = 5.0
-# Kamailio's dialog states: 3 confirmed without ACK yet, 4 confirmed (1, 2: not answered yet;
-# 5: ended).
+# Kamailio's dialog states: 1 no reply yet, 2 ringing (a provisional reply), 3 confirmed without
+# ACK yet, 4 confirmed; 5 ended.
+RINGING_STATES = (1, 2)
 ANSWERED_STATES = (3, 4)
 
 
@@ -52,25 +54,33 @@ class SessionEnforcer:
 
     def check_once(self) -> int:
         """One pass; answers how many calls it ended."""
-        calls: dict[str, tuple[int, int]] = {}
+        answered: dict[str, tuple[int, int]] = {}  # interaction id: the dialog's (entry, id)
+        ringing: dict[str, tuple[str, str]] = {}  # interaction id: its INVITE's (Call-ID, CSeq)
         for dialog in self.rpc.dialogs():
             interaction_id = dialog["variables"].get("iid")
-            # Kamailio can BYE only an answered call: one still ringing is checked again once
-            # answered (at most INTERVAL_SECONDS later) and ended then.
-            if dialog.get("state") not in ANSWERED_STATES:
+            if not interaction_id:
                 continue
-            if interaction_id and dialog.get("h_entry") is not None:
-                calls[str(interaction_id)] = (int(dialog["h_entry"]), int(dialog["h_id"]))
-        ids = list(calls)
-        self._ending &= calls.keys()
+            state = dialog.get("state")
+            if state in ANSWERED_STATES and dialog.get("h_entry") is not None:
+                answered[str(interaction_id)] = (int(dialog["h_entry"]), int(dialog["h_id"]))
+            elif state in RINGING_STATES and dialog.get("call-id"):
+                cseq = (dialog.get("caller") or {}).get("cseq")
+                if cseq:
+                    ringing[str(interaction_id)] = (str(dialog["call-id"]), str(cseq))
+        ids = [*answered, *ringing]
+        self._ending &= set(ids)
         ended = 0
         for start in range(0, len(ids), BATCH):
             for item in self._ask(ids[start : start + BATCH]):
                 interaction_id = item.get("interaction_id")
-                if interaction_id not in calls:
-                    continue
                 try:
-                    self.rpc.end_dialog(*calls[interaction_id])
+                    if interaction_id in answered:
+                        self.rpc.end_dialog(*answered[interaction_id])
+                    elif interaction_id in ringing:
+                        # Answered meanwhile, the CANCEL does nothing: the next pass sends BYEs.
+                        self.rpc.cancel_call(*ringing[interaction_id])
+                    else:
+                        continue
                 except RpcError as exc:  # it ended meanwhile
                     log.debug("call already gone", extra={"problem": str(exc)})
                     continue
@@ -80,7 +90,11 @@ class SessionEnforcer:
                 ended += 1
                 log.info(
                     "call ended",
-                    extra={"interaction_id": interaction_id, "reason": item.get("reason")},
+                    extra={
+                        "interaction_id": interaction_id,
+                        "reason": item.get("reason"),
+                        "ringing": interaction_id in ringing,
+                    },
                 )
         self.ended += ended
         return ended

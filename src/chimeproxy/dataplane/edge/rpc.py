@@ -1,5 +1,5 @@
 """Kamailio's JSON-RPC (jsonrpcs over xhttp, on the edge's loopback RPC port): calls in
-progress, counters and gateway states, and ending a call."""
+progress, counters and gateway states, and ending a call, answered or ringing."""
 
 from __future__ import annotations
 
@@ -66,6 +66,14 @@ class KamailioRpc:
     def end_dialog(self, h_entry: int, h_id: int) -> None:
         """BYE to both sides of a call."""
         self.call("dlg.end_dlg", h_entry, h_id)
+
+    def cancel_call(self, call_id: str, cseq: str) -> None:
+        """CANCEL to the callee of a call still ringing (its INVITE is the transaction of that
+        Call-ID and CSeq number), whose 487 then reaches the caller. The call is marked
+        cancelled first, so that its failure route records it `cancelled`, as when the caller
+        hangs up (tm's RPC cancel does not set the flag a caller's CANCEL does)."""
+        self.call("htable.seti", "cancelled", call_id, 1)
+        self.call("tm.cancel", call_id, cseq)
 
     def gateways(self, group: int = 1) -> list[dict[str, Any]]:
         """The dispatcher's destinations of a set: `uri`, `flags` (A active / I inactive;
