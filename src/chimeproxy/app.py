@@ -22,6 +22,7 @@ import orjson
 
 from chimeproxy import __version__, logs, sweeper
 from chimeproxy.clock import Clock
+from chimeproxy.connections import OVER_LIMIT, over_limit_error
 from chimeproxy.console.web import Console
 from chimeproxy.dataplane.endpoints import Dataplane
 from chimeproxy.domain.selection import PoolExhausted
@@ -237,6 +238,7 @@ class ChimeProxyApp:
             body=b"",
             client_host=client[0] if client else None,
             scheme=scope.get("scheme", "http"),
+            over_connection_limit=OVER_LIMIT in scope,
         )
         try:
             if header_bytes > MAX_HEADER_BYTES:
@@ -297,6 +299,12 @@ class ChimeProxyApp:
         """Answer one request; never raises."""
         started = time.perf_counter()
         try:
+            if request.over_connection_limit:
+                # Answered here rather than by the protocol, so that it is logged and counted
+                # under its operation like any other answer.
+                with contextlib.suppress(ServiceError):
+                    request.operation = self._match(request).name
+                raise over_limit_error()
             endpoint = self._match(request)
             request.operation = endpoint.name
             caller = self.access.check(request, endpoint.access)

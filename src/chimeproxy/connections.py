@@ -5,7 +5,8 @@ descriptors that health checks and real requests need:
   `--header-timeout` seconds of opening (or of its idle keep-alive period ending) is closed;
 - a maximum of open connections per process (`--max-connections`): past it, a connection may
   still ask for health or readiness, and any other request is answered 503 with Retry-After and
-  closed; past it by OVERFLOW_CONNECTIONS more, the connection that has been idle longest (no
+  closed (the protocol marks the request, the application answers it, so that it is logged and
+  counted with the others); past it by OVERFLOW_CONNECTIONS more, the connection that has been idle longest (no
   request in progress) is closed to make room, so a flood of idle connections cannot lock out
   a health check; with none idle, the new connection is closed as soon as it opens;
 - the open-files limit checked at start-up against what those settings need, and raised up to
@@ -35,8 +36,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from chimeproxy.logs import EpisodeLog
 from chimeproxy.protocol.errors import ServiceUnavailableException
-from chimeproxy.protocol.http import Response
-from chimeproxy.uuids import random_uuid
 
 log = logging.getLogger("chimeproxy.connections")
 
@@ -159,24 +158,20 @@ def apply_file_limit(database_files: int, max_connections: int | None) -> int:
 # The protocol.
 
 
-async def _refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The answer to a request over the connection limit: 503 in the API's wire format, and
-    the connection closed, so that SDKs retry (on another server behind a load balancer)."""
-    response = Response.error(
-        ServiceUnavailableException(
-            "The server has too many open connections; retry the request.",
-            headers=[(b"retry-after", str(RETRY_AFTER_S).encode())],
-        )
+# The scope key that marks a request over the connection limit: the application answers it
+# with `over_limit_error`, through its own path, so that it is logged and counted like any other
+# answer (ChimeProxyApp.handle).
+OVER_LIMIT = "chimeproxy.over_connection_limit"
+
+
+def over_limit_error() -> ServiceUnavailableException:
+    """The answer to a request over the connection limit: 503 in the API's wire format, after
+    which the connection closes (the protocol no longer keeps it alive), so that SDKs retry,
+    on another server behind a load balancer."""
+    return ServiceUnavailableException(
+        "The server has too many open connections; retry the request.",
+        headers=[(b"retry-after", str(RETRY_AFTER_S).encode())],
     )
-    headers = [
-        *response.headers,
-        (b"x-amzn-requestid", random_uuid().encode()),
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(response.body)).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
 
 
 class CoalescingTransport:
@@ -308,7 +303,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                     f"{self.limits.max_connections}",
                     level=logging.WARNING,
                 )
-                app = _refuse
+                cycle.scope[OVER_LIMIT] = True
         exempt = cycle.scope["path"] in EXEMPT_PATHS
         if exempt or (not _waiting and len(self.tasks) < START_BATCH):
             super()._start_asgi_task(cycle, app)

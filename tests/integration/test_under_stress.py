@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -248,6 +249,16 @@ def test_connections_over_the_limit_get_503_but_health_and_readiness_answer(
             assert_refused(refused, 503, "ServiceUnavailableException", "too many open connections")
             assert refused.headers["retry-after"] == "1"
             assert refused.headers["connection"] == "close"
+            # Logged and counted like any other answer, under its operation.
+            request_id = refused.headers["x-amzn-requestid"]
+
+            def refusal_lines() -> list[dict]:
+                return [e for e in log_lines(server) if e.get("request_id") == request_id]
+
+            wait_until(lambda: bool(refusal_lines()), "the refusal's access line", 5.0)
+            line = refusal_lines()[0]
+            assert (line["operation"], line["status"]) == ("ListVoiceConnectors", 503)
+            assert (line["error"], line["method"]) == ("ServiceUnavailableException", "GET")
             assert health_of(server.port).status == 200
             assert health_of(server.port, path="/_chimeproxy/ready").status == 200
         finally:
@@ -258,6 +269,13 @@ def test_connections_over_the_limit_get_503_but_health_and_readiness_answer(
             "requests are served once the connections are gone",
             10.0,
         )
+        metrics = httpx.get(f"{server.url}/_chimeproxy/metrics", timeout=10).text
+        refusals = re.search(
+            r'^chimeproxy_requests_total\{operation="ListVoiceConnectors",status="503"\} (\S+)$',
+            metrics,
+            re.MULTILINE,
+        )
+        assert refusals is not None and float(refusals.group(1)) >= 1
 
 
 def test_a_connection_limit_beyond_the_open_files_limit_is_warned_about(tmp_path: Path) -> None:

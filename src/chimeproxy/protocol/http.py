@@ -27,6 +27,8 @@ class Request:
     labels: dict[str, str] = field(default_factory=dict)  # its path labels, percent-decoded
     query: list[tuple[str, str]] = field(default_factory=list)  # parsed query (model operations)
     model_operation: Any = None  # botocore's OperationModel, for an operation of the model
+    # Arrived over the server's connection limit (connections.OVER_LIMIT): answered 503.
+    over_connection_limit: bool = False
 
 
 @dataclass(slots=True)
