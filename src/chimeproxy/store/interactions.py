@@ -317,13 +317,11 @@ def interaction_page(
     return list(connection.execute(query).mappings())
 
 
-def purge_out_of_session(connection: Connection, horizon: int) -> int:
-    """Out-of-session contacts older than the retention period (in-session ones go with their
-    session)."""
-    result = connection.execute(
-        delete(interactions).where(it.session_pk.is_(None), it.started_at <= horizon)
-    )
-    return result.rowcount
+def purge_out_of_session(connection: Connection, horizon: int, limit: int) -> int:
+    """Up to `limit` out-of-session contacts older than the retention period (in-session ones
+    go with their session)."""
+    due = select(it.pk).where(it.session_pk.is_(None), it.started_at <= horizon).limit(limit)
+    return connection.execute(delete(interactions).where(it.pk.in_(due))).rowcount
 
 
 # SMS opt-outs.

@@ -103,13 +103,14 @@ def in_active_session(connection: Connection, e164: str, now: int) -> bool:
     )
 
 
-def purge_deleted(connection: Connection, before: int) -> int:
-    """Release numbers whose deletion queue time is over, back to the carrier."""
-    return connection.execute(
-        delete(phone_numbers).where(
-            pn.status == PhoneNumberStatus.DELETE_IN_PROGRESS, pn.deletion_at <= before
-        )
-    ).rowcount
+def purge_deleted(connection: Connection, before: int, limit: int) -> int:
+    """Release up to `limit` numbers whose deletion queue time is over, back to the carrier."""
+    due = (
+        select(pn.pk)
+        .where(pn.status == PhoneNumberStatus.DELETE_IN_PROGRESS, pn.deletion_at <= before)
+        .limit(limit)
+    )
+    return connection.execute(delete(phone_numbers).where(pn.pk.in_(due))).rowcount
 
 
 def insert_order(connection: Connection, values: dict[str, Any]) -> None:

@@ -198,15 +198,18 @@ def release_expired_routes(
     close_expired_sessions(connection, now, ps.pk.in_(session_pks))
 
 
-def close_expired_sessions(connection: Connection, now: int, *where: ColumnElement[bool]) -> int:
-    """Record the closing of the sessions (among `where`) past their expiry, then release their
-    routes; the number of sessions closed.
+def close_expired_sessions(
+    connection: Connection, now: int, *where: ColumnElement[bool], limit: int | None = None
+) -> int:
+    """Record the closing of the sessions (among `where`; the first `limit` by key) past their
+    expiry, then release their routes; the number of sessions closed.
 
     Safe against concurrent writers under PostgreSQL's READ COMMITTED too: every writer locks a
     session row before its routes (no lock-order deadlock), rows are locked in primary-key order,
     and the UPDATE re-checks expiry on a row that a concurrent transaction changed, so a session
     that an update has just extended stays open and keeps its routes."""
-    due = select(ps.pk).where(expiry.due_to_close(now), *where).order_by(ps.pk).with_for_update()
+    due = select(ps.pk).where(expiry.due_to_close(now), *where).order_by(ps.pk)
+    due = (due if limit is None else due.limit(limit)).with_for_update()
     closed = list(
         connection.scalars(
             update(proxy_sessions)
