@@ -21,7 +21,7 @@ vc = voice_connectors.c
 # Rows of each kind per step. A step holds the write lock, which SQLite's writers on the event
 # loop wait for: a bounded step keeps that wait to milliseconds, where a whole pass over the day
 # a busy month ago is purged would stall every request for seconds (docs/performance.md).
-BATCH = 500
+BATCH = 100
 
 
 @dataclass
