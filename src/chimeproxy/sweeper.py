@@ -44,10 +44,13 @@ def sweep(services: Services) -> store.Swept:
         )
         _announce(services, step, now)
         swept.add(step)
-        if not step.more or time.monotonic() - started > budget:
+        took = time.monotonic() - step_started
+        # Another step and its pause (the lock is left free at least as long as the step held
+        # it) must fit in the budget: a pass past `--db-deadline` would be abandoned.
+        pause = max(STEP_PAUSE_S, took)
+        if not step.more or time.monotonic() - started + pause + took > budget:
             break
-        # The lock is left free at least as long as the step held it.
-        time.sleep(max(STEP_PAUSE_S, time.monotonic() - step_started))
+        time.sleep(pause)
     if swept.released:
         log.info("released deleted phone numbers", extra={"released": swept.released})
     return swept

@@ -237,3 +237,27 @@ def test_a_writer_waiting_for_the_lock_gets_it_between_two_steps(
     # Between the first step and the third: the pause after a step is as long as the step,
     # and SQLite polls for the lock at least every 100 ms.
     assert events.index("write") in (1, 2), events
+
+
+def test_only_the_sessions_a_step_closed_are_announced(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At READ COMMITTED another writer may close or extend a session between the step's read
+    and its UPDATE: the read's rows are then more than the UPDATE closed, and only those it
+    closed may be announced (here the read is made to include a session that is not due)."""
+    seeded(db, NOW, expired=2, kept=1)
+    read = store.sessions_due_to_close
+
+    def read_with_a_live_one(connection: Connection, now: int, limit: int) -> list[Any]:
+        live = connection.execute(
+            select(proxy_sessions, voice_connectors.c.id.label("connector_id"))
+            .join(voice_connectors)
+            .where(ps.expires_at > now)
+        ).mappings()
+        return [*read(connection, now, limit), *live]
+
+    monkeypatch.setattr(store, "sessions_due_to_close", read_with_a_live_one)
+    with db.write() as connection:
+        step = store.sweep_step(connection, NOW, RETENTION, with_closing=True, limit=10)
+    assert step.closed == 2
+    assert [row["id"] for row in step.closing] == ["session-00000", "session-00001"]

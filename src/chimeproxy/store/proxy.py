@@ -202,7 +202,14 @@ def close_expired_sessions(
     connection: Connection, now: int, *where: ColumnElement[bool], limit: int | None = None
 ) -> int:
     """Record the closing of the sessions (among `where`; the first `limit` by key) past their
-    expiry, then release their routes; the number of sessions closed.
+    expiry, then release their routes; the number of sessions closed."""
+    return len(closed_expired_sessions(connection, now, *where, limit=limit))
+
+
+def closed_expired_sessions(
+    connection: Connection, now: int, *where: ColumnElement[bool], limit: int | None = None
+) -> list[int]:
+    """`close_expired_sessions`, answering the keys of the sessions it closed.
 
     Safe against concurrent writers under PostgreSQL's READ COMMITTED too: every writer locks a
     session row before its routes (no lock-order deadlock), rows are locked in primary-key order,
@@ -222,7 +229,7 @@ def close_expired_sessions(
         connection.execute(
             delete(active_routes).where(ar.session_pk.in_(closed[start : start + 500]))
         )
-    return len(closed)
+    return closed
 
 
 def busy_numbers(

@@ -72,12 +72,25 @@ def sweep_step(
     """One step of a pass in the caller's transaction, at most `limit` rows of each kind;
     `with_closing` also reads the sessions it closes. `more` says whether to take another."""
     swept = Swept()
-    if with_closing:
-        swept.closing = sessions_due_to_close(connection, now, limit)
     out_of_session = interactions.purge_out_of_session(connection, now - retention_ms, limit)
     # The same statements a create uses for its participants, safe from many processes at once.
-    swept.closed = proxy.close_expired_sessions(connection, now, limit=limit)
+    due = 0
+    if with_closing:
+        # The sessions read are the ones the UPDATE may close, and only those it did close are
+        # announced: at READ COMMITTED another sweeper, an update or a create may have closed
+        # or extended some of them in between (PostgreSQL; SQLite's writers are serialized).
+        rows = sessions_due_to_close(connection, now, limit)
+        due = len(rows)
+        closed = set(
+            proxy.closed_expired_sessions(connection, now, ps.pk.in_([r["pk"] for r in rows]))
+            if rows
+            else ()
+        )
+        swept.closing = [row for row in rows if row["pk"] in closed]
+        swept.closed = len(closed)
+    else:
+        swept.closed = proxy.close_expired_sessions(connection, now, limit=limit)
     swept.purged = purge_closed(connection, now, retention_ms, limit)
     swept.released = phone_numbers.purge_deleted(connection, now - DELETION_QUEUE_MS, limit)
-    swept.more = limit <= max(out_of_session, swept.closed, swept.purged, swept.released)
+    swept.more = limit <= max(out_of_session, due, swept.closed, swept.purged, swept.released)
     return swept
