@@ -29,6 +29,7 @@ from tests.integration.sip import (
     assert_hidden,
     ended_interaction,
     first,
+    header,
     interactions,
     open_session,
     received,
@@ -247,23 +248,32 @@ def test_a_call_ends_when_its_session_closes(
         assert interaction["DurationSeconds"] >= 1
 
 
-@pytest.mark.parametrize("closing", ["expiry", "delete"])
+@pytest.mark.parametrize(
+    ("closing", "prack"), [("expiry", False), ("delete", False), ("expiry", True)]
+)
 def test_a_call_still_ringing_is_cancelled_when_its_session_closes(
     closing: str,
+    prack: bool,
     tmp_path: Path,
     edge: SipEdge,
     voice: Any,
     routing_server: ChimeProxyServer,
 ) -> None:
     """Not left to ring until answered and then hung up: the callee gets a CANCEL, the
-    caller the callee's 487, and the call is recorded cancelled."""
+    caller the callee's 487, and the call is recorded cancelled. With `prack` the 180 is
+    reliable and PRACKed, so the dialog's CSeq is no longer the INVITE's that is cancelled."""
     session = open_session(voice, ExpiryMinutes=60)
-    gateway = start_gateway(tmp_path, edge, "uas_ring.xml", keys={"callee": session.b})
+    gateway = start_gateway(
+        tmp_path, edge, "uas_ring_prack.xml" if prack else "uas_ring.xml",
+        keys={"callee": session.b},
+    )  # fmt: skip
     phone = start_phone(
-        tmp_path, edge, "uac_ring_until_ended.xml", service=session.proxy,
-        keys={"caller": session.a},
+        tmp_path, edge, "uac_ring_prack_until_ended.xml" if prack else "uac_ring_until_ended.xml",
+        service=session.proxy, keys={"caller": session.a},
     )  # fmt: skip
     answered(phone.trace, "SIP/2.0 180")
+    if prack:
+        answered(gateway.trace, "PRACK ")
     time.sleep(1.5)  # rung for more than one of the enforcer's passes: nothing ends it early
     assert not any(m.startswith("CANCEL ") for m in received(gateway.trace))
     if closing == "expiry":
@@ -278,7 +288,11 @@ def test_a_call_still_ringing_is_cancelled_when_its_session_closes(
     gateway_got, phone_got = received(gateway.trace), received(phone.trace)
     assert first(gateway_got, "CANCEL ")
     assert status_line(phone_got).startswith("SIP/2.0 487")
-    assert not any(m.startswith(("SIP/2.0 200", "BYE ")) for m in phone_got + gateway_got)
+    # No answer and no BYE (the only 200 a prack run sees is the PRACK's).
+    assert not any(m.startswith("BYE ") for m in phone_got + gateway_got)
+    assert [m for m in phone_got if m.startswith("SIP/2.0 200")] == (
+        [m for m in phone_got if m.startswith("SIP/2.0 200") and "PRACK" in header(m, "CSeq")]
+    )
     assert_hidden(session.a, gateway_got, "the callee")
     assert_hidden(session.b, phone_got, "the caller")
     assert edge.metric("chimeproxy_edge_calls_ended_total") == 1

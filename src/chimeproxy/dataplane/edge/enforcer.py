@@ -64,7 +64,9 @@ class SessionEnforcer:
             if state in ANSWERED_STATES and dialog.get("h_entry") is not None:
                 answered[str(interaction_id)] = (int(dialog["h_entry"]), int(dialog["h_id"]))
             elif state in RINGING_STATES and dialog.get("call-id"):
-                cseq = (dialog.get("caller") or {}).get("cseq")
+                # The INVITE's CSeq, kept when routed: the caller's in the dialog moves on with
+                # a PRACK.
+                cseq = dialog["variables"].get("cseq")
                 if cseq:
                     ringing[str(interaction_id)] = (str(dialog["call-id"]), str(cseq))
         ids = [*answered, *ringing]

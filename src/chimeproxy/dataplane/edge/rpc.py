@@ -69,11 +69,17 @@ class KamailioRpc:
 
     def cancel_call(self, call_id: str, cseq: str) -> None:
         """CANCEL to the callee of a call still ringing (its INVITE is the transaction of that
-        Call-ID and CSeq number), whose 487 then reaches the caller. The call is marked
-        cancelled first, so that its failure route records it `cancelled`, as when the caller
-        hangs up (tm's RPC cancel does not set the flag a caller's CANCEL does)."""
-        self.call("htable.seti", "cancelled", call_id, 1)
-        self.call("tm.cancel", call_id, cseq)
+        Call-ID and CSeq number), whose 487 then reaches the caller. The call is marked first,
+        so that its failure route records it `cancelled`, as when the caller hangs up (tm's RPC
+        cancel does not set the flag a caller's CANCEL does); the mark goes when no such
+        transaction is left to cancel."""
+        key = f"{call_id}:{cseq}"
+        self.call("htable.seti", "session_ended", key, 1)
+        try:
+            self.call("tm.cancel", call_id, cseq)
+        except RpcError:
+            self.call("htable.delete", "session_ended", key)
+            raise
 
     def gateways(self, group: int = 1) -> list[dict[str, Any]]:
         """The dispatcher's destinations of a set: `uri`, `flags` (A active / I inactive;
