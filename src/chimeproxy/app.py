@@ -245,11 +245,15 @@ class ChimeProxyApp:
                 raise HeadersTooLargeException(
                     f"The request headers are larger than {MAX_HEADER_BYTES} bytes."
                 )
-            request.body = await self._read_body(receive, headers)
+            if request.over_connection_limit:
+                # Refused before its body is read: no 100 Continue, nothing uploaded for
+                # nothing, and no slot held by a slow body.
+                response = self._refused_over_limit(request, started)
+            else:
+                request.body = await self._read_body(receive, headers)
+                response = await self.handle(request)
         except ServiceError as error:
             response = Response.error(error)
-        else:
-            response = await self.handle(request)
         response.headers.append((b"x-amzn-requestid", request.request_id.encode()))
         response.headers.append((b"content-length", str(len(response.body)).encode()))
         if response.body and not any(name == b"content-type" for name, _ in response.headers):
@@ -299,12 +303,6 @@ class ChimeProxyApp:
         """Answer one request; never raises."""
         started = time.perf_counter()
         try:
-            if request.over_connection_limit:
-                # Answered here rather than by the protocol, so that it is logged and counted
-                # under its operation like any other answer.
-                with contextlib.suppress(ServiceError):
-                    request.operation = self._match(request).name
-                raise over_limit_error()
             endpoint = self._match(request)
             request.operation = endpoint.name
             caller = self.access.check(request, endpoint.access)
@@ -326,6 +324,18 @@ class ChimeProxyApp:
             response = Response.error(
                 ServiceFailureException("The service encountered an unexpected error.")
             )
+        self.metrics.observe(
+            request.operation or UNMATCHED, response.status, time.perf_counter() - started
+        )
+        return response
+
+    def _refused_over_limit(self, request: Request, started: float) -> Response:
+        """The 503 of a request over the connection limit (connections.OVER_LIMIT), answered
+        here rather than by the protocol so that it is logged and counted under its operation
+        like any other answer."""
+        with contextlib.suppress(ServiceError):
+            request.operation = self._match(request).name
+        response = Response.error(over_limit_error())
         self.metrics.observe(
             request.operation or UNMATCHED, response.status, time.perf_counter() - started
         )

@@ -259,6 +259,14 @@ def test_connections_over_the_limit_get_503_but_health_and_readiness_answer(
             line = refusal_lines()[0]
             assert (line["operation"], line["status"]) == ("ListVoiceConnectors", 503)
             assert (line["error"], line["method"]) == ("ServiceUnavailableException", "GET")
+            # Refused before its body: no 100 Continue, no waiting for a body that never comes.
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as upload:
+                upload.sendall(
+                    b"POST /voice-connectors HTTP/1.1\r\nHost: x\r\nContent-Length: 900000\r\n"
+                    b"Content-Type: application/json\r\nExpect: 100-continue\r\n\r\n"
+                )
+                answer = upload.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 503 "), answer
             assert health_of(server.port).status == 200
             assert health_of(server.port, path="/_chimeproxy/ready").status == 200
         finally:
