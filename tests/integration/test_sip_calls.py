@@ -213,17 +213,10 @@ def assert_both_got_bye(edge: SipEdge, phone: Any, gateway: Any) -> None:
     assert first(received(gateway.trace), "BYE ")
 
 
-@pytest.mark.parametrize("closing", ["expiry", "update", "delete"])
-def test_a_call_ends_when_its_session_closes(
-    closing: str,
-    tmp_path: Path,
-    edge: SipEdge,
-    voice: Any,
-    routing_server: ChimeProxyServer,
+def close_session(
+    closing: str, voice: Any, routing_server: ChimeProxyServer, session: Session
 ) -> None:
-    session = open_session(voice, ExpiryMinutes=60)
-    phone, gateway = established(tmp_path, edge, session)
-    time.sleep(1.5)  # a call that has lasted a little
+    """End a 60-minute session: by its expiry, by an update that closes it, or by deleting it."""
     if closing == "expiry":
         routing_server.advance(3601)
     elif closing == "update":
@@ -238,6 +231,20 @@ def test_a_call_ends_when_its_session_closes(
         voice.delete_proxy_session(
             VoiceConnectorId=session.connector_id, ProxySessionId=session.session_id
         )
+
+
+@pytest.mark.parametrize("closing", ["expiry", "update", "delete"])
+def test_a_call_ends_when_its_session_closes(
+    closing: str,
+    tmp_path: Path,
+    edge: SipEdge,
+    voice: Any,
+    routing_server: ChimeProxyServer,
+) -> None:
+    session = open_session(voice, ExpiryMinutes=60)
+    phone, gateway = established(tmp_path, edge, session)
+    time.sleep(1.5)  # a call that has lasted a little
+    close_session(closing, voice, routing_server, session)
     closed = time.monotonic()
     assert_both_got_bye(edge, phone, gateway)
     assert time.monotonic() - closed < 5
@@ -276,12 +283,7 @@ def test_a_call_still_ringing_is_cancelled_when_its_session_closes(
         answered(gateway.trace, "PRACK ")
     time.sleep(1.5)  # rung for more than one of the enforcer's passes: nothing ends it early
     assert not any(m.startswith("CANCEL ") for m in received(gateway.trace))
-    if closing == "expiry":
-        routing_server.advance(3601)
-    else:
-        voice.delete_proxy_session(
-            VoiceConnectorId=session.connector_id, ProxySessionId=session.session_id
-        )
+    close_session(closing, voice, routing_server, session)
     closed = time.monotonic()
     assert_completed(edge, phone, gateway)
     assert time.monotonic() - closed < 5
