@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import statistics
 import time
 import uuid
@@ -20,6 +21,7 @@ import pytest
 
 from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import database_url, make_client
+from tests.integration.helpers import wait_until
 from tests.integration.sip import (
     ROUTE_SECRET,
     Session,
@@ -405,6 +407,34 @@ def test_an_end_reported_while_the_server_is_down_is_delivered_when_it_returns(
     finally:
         edge.stop()
         server.stop()
+
+
+def test_an_end_kamailio_could_not_queue_is_delivered_from_its_log_line(
+    tmp_path: Path, edge: SipEdge, voice: Any, routing_server: ChimeProxyServer
+) -> None:
+    """The report queue's file is locked past Kamailio's busy timeout (3 s) when the call
+    ends: its insert fails, and the report is delivered from the line Kamailio logs."""
+    session = open_session(voice)
+    gateway = start_gateway(
+        tmp_path, edge, "uas_call.xml", keys={"callee": session.b}, sets={"remote_bye": "1"}
+    )
+    phone = start_phone(
+        tmp_path, edge, "uac_call.xml", service=session.proxy, keys={"caller": session.a},
+        sets={"remote_bye": "0"}, extra=["-d", "2000"],
+    )  # fmt: skip
+    answered(phone.trace, "SIP/2.0 200")
+    locker = sqlite3.connect(edge.runtime_dir / "reports.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # WAL: writers wait, and give up after their timeout
+    try:
+        assert_completed(edge, phone, gateway)
+        interaction = ended_interaction(routing_server, session)  # while still locked
+        assert interaction["Outcome"] == "completed"
+        assert interaction["DurationSeconds"] >= 2
+        assert "end report not queued" in edge.log()
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    wait_until(lambda: edge.metric("chimeproxy_edge_reports_pending") == 0, "nothing pending", 10)
 
 
 # Numbers as carriers write them.

@@ -107,10 +107,13 @@ def _run(
     media_filter: media.MediaFilter | None,
 ) -> int:
     pid_file = runtime.directory / "kamailio.pid"
+    reports = ReportDelivery(runtime.reports_db, settings.service_url, settings.route_secret)
     supervisor = Supervisor(
         kamailio_command(kamailio, runtime.config, runtime.directory),
         # A pid file left by a killed Kamailio would stop the next one from starting.
         before_start=lambda: pid_file.unlink(missing_ok=True),
+        # A report Kamailio could not queue is in its log line: delivered from there.
+        on_line=reports.take_unqueued,
     )
     relay_supervisor = None
     if relay is not None:
@@ -119,7 +122,6 @@ def _run(
             relay, name="rtpengine", before_start=lambda: relay_pid.unlink(missing_ok=True)
         )
     rpc = KamailioRpc(runtime.rpc_url)
-    reports = ReportDelivery(runtime.reports_db, settings.service_url, settings.route_secret)
     enforcer = SessionEnforcer(rpc, settings.service_url, settings.route_secret)
     state = EdgeState(rpc)
     state.restarts = lambda: supervisor.restarts

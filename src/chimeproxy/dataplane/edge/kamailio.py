@@ -64,12 +64,31 @@ _LEVEL_WORDS = {
 _KAMAILIO_LINE = re.compile(r"^\s*\d+\(\d+\) ([A-Z]+):")
 
 
-def forward_logs(stream: Callable[[], bytes], pid: int, name: str = "kamailio") -> None:
-    """Copy Kamailio's output lines into our logs, at the level each line says."""
+# What Kamailio logs when it could not queue an end-of-call report (route[REPORT_END]): the
+# interaction's id (checked against this alphabet when routed) and the report, a JSON object.
+_UNQUEUED_REPORT = re.compile(r"end report not queued: ([A-Za-z0-9._~-]{1,128}) (\{[^\n]*\})$")
+
+
+def unqueued_report(line: str) -> tuple[str, str] | None:
+    """(interaction id, report) of a line saying Kamailio could not queue that report."""
+    match = _UNQUEUED_REPORT.search(line)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def forward_logs(
+    stream: Callable[[], bytes],
+    pid: int,
+    name: str = "kamailio",
+    on_line: Callable[[str], None] | None = None,
+) -> None:
+    """Copy Kamailio's output lines into our logs, at the level each line says; each line is
+    also handed to `on_line`, when given."""
     for raw in iter(stream, b""):
         line = raw.decode(errors="replace").rstrip()
         if not line:
             continue
+        if on_line is not None:
+            on_line(line)
         match = _KAMAILIO_LINE.match(line)
         level = _LEVEL_WORDS.get(match.group(1), logging.INFO) if match else logging.INFO
         logging.getLogger(f"chimeproxy.sip_edge.{name}").log(

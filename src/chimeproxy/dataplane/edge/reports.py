@@ -2,7 +2,10 @@
 reports.db) instead of posting it itself, so no report is lost while the routing service is
 down or Kamailio restarts; this loop posts them to `/_chimeproxy/interactions/{id}/end` and
 deletes each once the server has acknowledged it (the server keeps the first end it is told,
-so a report delivered twice changes nothing)."""
+so a report delivered twice changes nothing). A report Kamailio could not queue (the file
+locked past its busy timeout, a full disk) is in the error line it logs instead: it is taken
+from there and delivered from memory, with the same retries, so it is lost only if the edge
+itself stops before the server has it."""
 
 from __future__ import annotations
 
@@ -11,10 +14,12 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from chimeproxy.dataplane.edge.kamailio import unqueued_report
 from chimeproxy.dataplane.edge.settings import service_headers
 from chimeproxy.httpclient import HttpError, post_blocking
 
@@ -26,6 +31,11 @@ MAX_BACKOFF_SECONDS = 30.0
 POST_TIMEOUT_SECONDS = 5.0
 
 
+def _backoff(attempts: int) -> float:
+    """Seconds before the next attempt at a report that failed `attempts` times before."""
+    return min(MAX_BACKOFF_SECONDS, 0.5 * 2**attempts)
+
+
 class ReportDelivery:
     def __init__(self, database: Path, service_url: str, route_secret: str | None) -> None:
         self.database = database
@@ -34,10 +44,22 @@ class ReportDelivery:
         self.delivered = 0
         self.failed_attempts = 0
         self._stopping = threading.Event()
+        # Reports Kamailio could not queue: (interaction id, body, attempts, next attempt).
+        self._unqueued: deque[tuple[str, str, int, float]] = deque()
+        self._unqueued_lock = threading.Lock()
 
     def pending(self) -> int:
         with self._connect() as connection:
-            return int(connection.execute("SELECT count(*) FROM end_reports").fetchone()[0])
+            queued = int(connection.execute("SELECT count(*) FROM end_reports").fetchone()[0])
+        return queued + len(self._unqueued)
+
+    def take_unqueued(self, line: str) -> None:
+        """A Kamailio log line; when it says a report could not be queued, that report is
+        delivered from memory."""
+        found = unqueued_report(line)
+        if found is not None:
+            with self._unqueued_lock:
+                self._unqueued.append((*found, 0, 0.0))
 
     def run(self) -> None:
         """Deliver until `stop()`; a report the server cannot take now is tried again later,
@@ -56,6 +78,8 @@ class ReportDelivery:
 
     def deliver_due(self) -> int:
         """One pass over the reports due now; answers how many were delivered."""
+        from_memory = self._deliver_unqueued()
+        delivered = 0
         now = time.time()
         with self._connect() as connection:
             due = connection.execute(
@@ -63,7 +87,6 @@ class ReportDelivery:
                 "WHERE next_attempt <= ? ORDER BY id LIMIT ?",
                 (now, BATCH),
             ).fetchall()
-        delivered = 0
         for row_id, interaction_id, body, attempts in due:
             if self._stopping.is_set():
                 break
@@ -72,8 +95,28 @@ class ReportDelivery:
                 delivered += 1
             else:
                 self.failed_attempts += 1
-                delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**attempts)
-                self._postpone(row_id, attempts + 1, now + delay)
+                self._postpone(row_id, attempts + 1, now + _backoff(attempts))
+        self.delivered += delivered
+        return from_memory + delivered
+
+    def _deliver_unqueued(self) -> int:
+        """The reports held in memory that are due: before the queue's, which a locked file
+        may keep from being read at all."""
+        with self._unqueued_lock:
+            held, self._unqueued = self._unqueued, deque()
+        now = time.time()
+        delivered = 0
+        kept: list[tuple[str, str, int, float]] = []
+        for interaction_id, body, attempts, when in held:
+            if when > now or self._stopping.is_set():
+                kept.append((interaction_id, body, attempts, when))
+            elif self._deliver(interaction_id, body):
+                delivered += 1
+            else:
+                self.failed_attempts += 1
+                kept.append((interaction_id, body, attempts + 1, now + _backoff(attempts)))
+        with self._unqueued_lock:
+            self._unqueued.extendleft(reversed(kept))
         self.delivered += delivered
         return delivered
 

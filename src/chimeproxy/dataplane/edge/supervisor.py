@@ -31,9 +31,12 @@ class Supervisor:
         stop_timeout: float = 10.0,
         name: str = "kamailio",
         before_start: Callable[[], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
         self.command = list(command)
         self.name = name
+        # Sees every line the child prints (forward_logs).
+        self.on_line = on_line
         # Runs before every start, e.g. to remove a pid file a killed child left behind.
         self.before_start = before_start
         self.min_backoff = min_backoff
@@ -82,7 +85,9 @@ class Supervisor:
         )
         assert child.stdout is not None
         threading.Thread(
-            target=forward_logs, args=(child.stdout.readline, child.pid, self.name), daemon=True
+            target=forward_logs,
+            args=(child.stdout.readline, child.pid, self.name, self.on_line),
+            daemon=True,
         ).start()
         log.info(f"{self.name} started", extra={"pid": child.pid})
         return child
