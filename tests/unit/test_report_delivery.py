@@ -58,21 +58,55 @@ def delivery(tmp_path: Path) -> ReportDelivery:
     return ReportDelivery(database, "http://127.0.0.1:1", None)
 
 
-def test_an_unqueued_report_is_delivered_and_retried_until_the_server_takes_it(
+def test_an_unqueued_report_is_delivered_from_memory(
     delivery: ReportDelivery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = Server()
+    server.up = True
     monkeypatch.setattr(delivery, "_deliver", server.deliver)
     delivery.take_unqueued(" 3(2620) INFO: <core>: anything else")
     delivery.take_unqueued(LINE)
     assert delivery.pending() == 1
-    assert delivery.deliver_due() == 0  # the server is down: kept, with a backoff
-    assert delivery.pending() == 1 and delivery.failed_attempts == 1
-    server.up = True
-    assert delivery.deliver_due() == 0  # not due yet
-    monkeypatch.setattr("chimeproxy.dataplane.edge.reports.time.time", lambda: 2e9)
     assert delivery.deliver_due() == 1
     assert server.received == [
         ("01a236e2-c941-7300-acff-81c3546646d3", '{"outcome":"completed","duration_seconds":61}')
     ]
     assert (delivery.pending(), delivery.delivered) == (0, 1)
+
+
+def test_one_the_server_did_not_take_goes_into_the_queue_and_is_retried_from_there(
+    delivery: ReportDelivery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where it outlives a restart of the edge; delivered once the server is back and its
+    backoff is over."""
+    server = Server()
+    monkeypatch.setattr(delivery, "_deliver", server.deliver)
+    delivery.take_unqueued(LINE)
+    assert delivery.deliver_due() == 0  # the server is down
+    assert (delivery.pending(), len(delivery._unqueued), delivery.failed_attempts) == (1, 0, 1)
+    with sqlite3.connect(delivery.database) as connection:
+        assert connection.execute("SELECT attempts FROM end_reports").fetchall() == [(1,)]
+    server.up = True
+    assert delivery.deliver_due() == 0  # not due yet
+    monkeypatch.setattr("chimeproxy.dataplane.edge.reports.time.time", lambda: 2e9)
+    assert delivery.deliver_due() == 1
+    assert [interaction for interaction, _ in server.received] == [
+        "01a236e2-c941-7300-acff-81c3546646d3"
+    ]
+    assert (delivery.pending(), delivery.delivered) == (0, 1)
+
+
+def test_one_the_file_refuses_too_stays_in_memory(
+    delivery: ReportDelivery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = Server()
+    monkeypatch.setattr(delivery, "_deliver", server.deliver)
+    delivery.take_unqueued(LINE)
+    locker = sqlite3.connect(delivery.database, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        assert delivery._deliver_unqueued() == 0
+        assert len(delivery._unqueued) == 1  # not lost
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()

@@ -4,8 +4,9 @@ down or Kamailio restarts; this loop posts them to `/_chimeproxy/interactions/{i
 deletes each once the server has acknowledged it (the server keeps the first end it is told,
 so a report delivered twice changes nothing). A report Kamailio could not queue (the file
 locked past its busy timeout, a full disk) is in the error line it logs instead: it is taken
-from there and delivered from memory, with the same retries, so it is lost only if the edge
-itself stops before the server has it."""
+from there and delivered from memory, and put into the queue after a failed attempt when the
+file takes it then, so it is lost only if the edge stops while the server is unreachable and
+the file refuses it."""
 
 from __future__ import annotations
 
@@ -114,11 +115,27 @@ class ReportDelivery:
                 delivered += 1
             else:
                 self.failed_attempts += 1
-                kept.append((interaction_id, body, attempts + 1, now + _backoff(attempts)))
+                retry = (interaction_id, body, attempts + 1, now + _backoff(attempts))
+                if not self._queue(*retry):
+                    kept.append(retry)
         with self._unqueued_lock:
             self._unqueued.extendleft(reversed(kept))
         self.delivered += delivered
         return delivered
+
+    def _queue(self, interaction_id: str, body: str, attempts: int, when: float) -> bool:
+        """Put a report held in memory into the queue, where it outlives a restart of the edge,
+        when the file takes it now; whether it did."""
+        try:
+            with self._connect(timeout=0.1) as connection:
+                connection.execute(
+                    "INSERT INTO end_reports (interaction_id, body, created, attempts, "
+                    "next_attempt) VALUES (?, ?, ?, ?, ?)",
+                    (interaction_id, body, int(time.time()), attempts, when),
+                )
+        except sqlite3.Error:
+            return False
+        return True
 
     def _deliver(self, interaction_id: str, body: str) -> bool:
         url = f"{self.service_url}/_chimeproxy/interactions/{quote(interaction_id, safe='')}/end"
@@ -163,10 +180,10 @@ class ReportDelivery:
             )
 
     @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, timeout: float = 5.0) -> Iterator[sqlite3.Connection]:
         # One statement per transaction: Kamailio's inserts do not wait for a lock (db_sqlite
         # sets no busy timeout), so this side holds it as briefly as it can.
-        connection = sqlite3.connect(self.database, timeout=5, isolation_level=None)
+        connection = sqlite3.connect(self.database, timeout=timeout, isolation_level=None)
         try:
             yield connection
         finally:
