@@ -6,9 +6,10 @@ descriptors that health checks and real requests need:
 - a maximum of open connections per process (`--max-connections`): past it, a connection may
   still ask for health or readiness, and any other request is answered 503 with Retry-After and
   closed (the protocol marks the request, the application answers it, so that it is logged and
-  counted with the others); past it by OVERFLOW_CONNECTIONS more, the connection that has been idle longest (no
-  request in progress) is closed to make room, so a flood of idle connections cannot lock out
-  a health check; with none idle, the new connection is closed as soon as it opens;
+  counted with the others); past it by OVERFLOW_CONNECTIONS more, the connection that has been
+  idle longest (no request in progress) is closed to make room, so a flood of idle connections
+  cannot lock out a health check; with none idle, the new connection is closed as soon as it
+  opens;
 - the open-files limit checked at start-up against what those settings need, and raised up to
   the hard limit when it is below;
 - under load, requests start in batches of START_BATCH per turn of the event loop, and health
@@ -160,7 +161,7 @@ def apply_file_limit(database_files: int, max_connections: int | None) -> int:
 
 # The scope key that marks a request over the connection limit: the application answers it
 # with `over_limit_error`, through its own path, so that it is logged and counted like any other
-# answer (ChimeProxyApp.handle).
+# answer (ChimeProxyApp._refused_over_limit).
 OVER_LIMIT = "chimeproxy.over_connection_limit"
 
 

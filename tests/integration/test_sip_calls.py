@@ -78,6 +78,21 @@ def established(tmp_path: Path, edge: SipEdge, session: Session) -> tuple[Any, A
     return phone, gateway
 
 
+def caller_hangs_up_after(
+    tmp_path: Path, edge: SipEdge, session: Session, milliseconds: int
+) -> tuple[Any, Any]:
+    """A call from A to B through the edge that the caller ends `milliseconds` after the
+    answer (the gateway waits for its BYE)."""
+    gateway = start_gateway(
+        tmp_path, edge, "uas_call.xml", keys={"callee": session.b}, sets={"remote_bye": "1"}
+    )
+    phone = start_phone(
+        tmp_path, edge, "uac_call.xml", service=session.proxy, keys={"caller": session.a},
+        sets={"remote_bye": "0"}, extra=["-d", str(milliseconds)],
+    )  # fmt: skip
+    return phone, gateway
+
+
 def options_round_trip(port: int) -> float:
     """Seconds an OPTIONS from the trunk waits for its 200."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -125,13 +140,7 @@ def test_a_slow_routing_service_holds_up_no_call_in_progress(
     try:
         session = open_session(voice)
         # A call that its caller ends 3 s after it was answered...
-        gateway = start_gateway(
-            tmp_path, edge, "uas_call.xml", keys={"callee": session.b}, sets={"remote_bye": "1"}
-        )
-        phone = start_phone(
-            tmp_path, edge, "uac_call.xml", service=session.proxy, keys={"caller": session.a},
-            sets={"remote_bye": "0"}, extra=["-d", "3000"],
-        )  # fmt: skip
+        phone, gateway = caller_hangs_up_after(tmp_path, edge, session, 3000)
         answered(phone.trace, "SIP/2.0 200")
         # ...while 30 new calls wait for a routing service that now takes 1.5 s each.
         slow.delay = 1.5
@@ -387,13 +396,7 @@ def test_an_end_reported_while_the_server_is_down_is_delivered_when_it_returns(
     try:
         client = make_client(server.url)
         session = open_session(client)
-        gateway = start_gateway(
-            tmp_path, edge, "uas_call.xml", keys={"callee": session.b}, sets={"remote_bye": "1"}
-        )
-        phone = start_phone(
-            tmp_path, edge, "uac_call.xml", service=session.proxy, keys={"caller": session.a},
-            sets={"remote_bye": "0"}, extra=["-d", "4000"],
-        )  # fmt: skip
+        phone, gateway = caller_hangs_up_after(tmp_path, edge, session, 4000)
         answered(phone.trace, "SIP/2.0 200")
         server.stop()  # the routing service is down when the call ends
         assert_completed(edge, phone, gateway)
@@ -415,13 +418,7 @@ def test_an_end_kamailio_could_not_queue_is_delivered_from_its_log_line(
     """The report queue's file is locked past Kamailio's busy timeout (3 s) when the call
     ends: its insert fails, and the report is delivered from the line Kamailio logs."""
     session = open_session(voice)
-    gateway = start_gateway(
-        tmp_path, edge, "uas_call.xml", keys={"callee": session.b}, sets={"remote_bye": "1"}
-    )
-    phone = start_phone(
-        tmp_path, edge, "uac_call.xml", service=session.proxy, keys={"caller": session.a},
-        sets={"remote_bye": "0"}, extra=["-d", "2000"],
-    )  # fmt: skip
+    phone, gateway = caller_hangs_up_after(tmp_path, edge, session, 2000)
     answered(phone.trace, "SIP/2.0 200")
     locker = sqlite3.connect(edge.runtime_dir / "reports.db", isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")  # WAL: writers wait, and give up after their timeout
