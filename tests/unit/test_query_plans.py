@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from chimeproxy.store.database import Database
 from chimeproxy.store.prepared import Prepared
 from chimeproxy.store.proxy import _candidate_statements, _session_page
 from chimeproxy.store.schema import phone_numbers, voice_connectors
+from chimeproxy.store.stats import session_counts
 
 POOL = 2_000
 PAIR_HAD = ["+12065550007", "+12065551234", "+12065551999"]
@@ -69,8 +70,7 @@ def _run(db: Database, sql: str, arguments: Any) -> list[Any]:
 
 def _plan(db: Database, prepared: Prepared, params: dict[str, Any]) -> str:
     compiled = prepared.compiled(db.engine.dialect)
-    rows = _run(db, f"EXPLAIN QUERY PLAN {compiled.sql}", compiled.arguments(params))
-    return "\n".join(row[-1] for row in rows)
+    return _explain(db, compiled.sql, compiled.arguments(params))
 
 
 def _candidate_params(**extra: Any) -> dict[str, Any]:
@@ -120,3 +120,32 @@ def test_a_page_of_sessions_reads_the_listing_index_in_order(
     plan = _plan(pool, _session_page(status, after), params)
     assert "ix_proxy_sessions_list" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def test_the_session_gauges_count_the_active_sessions_on_their_index(db: Database) -> None:
+    """A scrape counts the live sessions by their index and Closed as the rest of the table's
+    row count: grouping every row by its effective status sorted the whole table."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with db.read() as connection:
+            assert session_counts(connection, 1) == {"Open": 0, "InProgress": 0, "Closed": 0}
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    plans = [
+        _explain(db, statement, parameters)
+        for statement, parameters in seen
+        if statement.startswith("SELECT")
+    ]
+    assert len(plans) == 2, plans
+    assert not any("TEMP B-TREE" in plan for plan in plans), plans
+    grouped = next(plan for plan in plans if "ix_proxy_sessions_open" in plan)
+    assert "SEARCH proxy_sessions USING COVERING INDEX ix_proxy_sessions_open" in grouped, plans
+
+
+def _explain(db: Database, sql: str, arguments: Any) -> str:
+    return "\n".join(row[-1] for row in _run(db, f"EXPLAIN QUERY PLAN {sql}", arguments))

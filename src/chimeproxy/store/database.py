@@ -284,7 +284,7 @@ class Database:
         handler, data-plane endpoint and background task.
 
         SQLite work runs inline (see `inline`), except `background` work, long enough to stall
-        the loop: a sweep (which may hold the write lock), the metrics' whole-table counts, a
+        the loop: a sweep (which may hold the write lock), the metrics' counts over whole indexes, a
         console page. Work in a thread that has not finished within `deadline` seconds raises
         DatabaseUnavailable; work still queued then never starts, and work already running goes
         on in its thread (a stuck database call cannot be interrupted) but its write transaction

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, or_
+from sqlalchemy import ColumnElement, and_, or_
 
 from chimeproxy.domain.lifecycle import ACTIVE, SessionStatus
 from chimeproxy.store.schema import active_routes, proxy_sessions
@@ -36,9 +36,10 @@ def reads_as(status: str, now: Any) -> ColumnElement[bool]:
     return and_(ps.status == status, ps.expires_at > now)
 
 
-def effective_status(now: Any) -> ColumnElement[Any]:
-    """The status a session reads as at `now`, as a column."""
-    return case((ps.expires_at <= now, SessionStatus.CLOSED.value), else_=ps.status)
+def active(now: Any) -> ColumnElement[bool]:
+    """Sessions that read as active (Open or InProgress) at `now`: the index of stored status
+    and expiry finds exactly these."""
+    return and_(ps.status.in_(ACTIVE), ps.expires_at > now)
 
 
 def due_to_close(now: Any) -> ColumnElement[bool]:

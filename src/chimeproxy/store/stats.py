@@ -49,18 +49,24 @@ class Snapshot:
 def database_snapshot(connection: Connection, now: int) -> Snapshot:
     """Session counts by status (as a read would show them at `now`) and pool use per voice
     connector that has a proxy configuration."""
-    # Grouped through a subquery: PostgreSQL would not match a GROUP BY expression whose
-    # parameters are bound separately from the same expression in the SELECT list.
-    effective = (
-        select(expiry.effective_status(now).label("status")).select_from(proxy_sessions).subquery()
-    )
-    sessions = dict.fromkeys(SessionStatus, 0)
-    for status, count in connection.execute(
-        select(effective.c.status, func.count()).group_by(effective.c.status)
-    ).all():
-        sessions[status] = sessions.get(status, 0) + count
+    return Snapshot(session_counts(connection, now), list(pool_use(connection, now).values()))
 
-    return Snapshot(sessions, list(pool_use(connection, now).values()))
+
+def session_counts(connection: Connection, now: int) -> dict[str, int]:
+    """Every stored session by the status it reads as at `now`. The active ones are counted on
+    the index of stored status and expiry (as many as are live, a few thousand); Closed is all
+    the others, from the table's row count, which SQLite answers from its smallest index.
+    Grouping every row by its effective status instead sorted the whole table in a temporary
+    B-tree: 244 ms a scrape at 1M sessions, against 9 (docs/performance.md). Both counts come
+    from the caller's one snapshot, so they agree."""
+    counts: dict[str, int] = dict.fromkeys(SessionStatus, 0)
+    total = connection.execute(select(func.count()).select_from(proxy_sessions)).scalar_one()
+    for status, count in connection.execute(
+        select(ps.status, func.count()).where(expiry.active(now)).group_by(ps.status)
+    ):
+        counts[status] += count
+    counts[SessionStatus.CLOSED] = total - sum(counts.values())
+    return counts
 
 
 def pool_use(
