@@ -516,6 +516,13 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def refuse_unknown_scenarios(parser: argparse.ArgumentParser, keys: set[str]) -> None:
+    """An argument error naming the keys that are no scenario's."""
+    unknown = keys - {s.key for s in SCENARIOS}
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small dataset, short runs (< 2 min)")
@@ -590,9 +597,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.scenarios = set(args.scenarios.split(","))
     args.pg_scenarios = set(args.pg_scenarios.split(","))
     args.databases = set(args.databases.split(","))
-    unknown = (args.scenarios | args.pg_scenarios) - {s.key for s in SCENARIOS}
-    if unknown:
-        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    refuse_unknown_scenarios(parser, args.scenarios | args.pg_scenarios)
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
     if args.warmup is None:
