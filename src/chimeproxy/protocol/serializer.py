@@ -33,8 +33,11 @@ def format_millis(value: int) -> str:
 
 # `.mmmZ` for each millisecond, and `YYYY-MM-DDTHH:MM:SS` for the seconds seen last: a page
 # of 100 sessions has 300 timestamps, which this turns into two lookups and a concatenation
-# each (docs/performance.md).
+# each (docs/performance.md). A second not seen yet (a Get of any session) is put together from
+# its day's date and two more tables, without formatting.
 _MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
+_CLOCK = tuple(f"{hour:02d}:{minute:02d}:" for hour in range(24) for minute in range(60))
+_SECONDS = tuple(f"{second:02d}" for second in range(60))
 _second_prefixes: dict[int, str] = {}
 _SECONDS_KEPT = 65_536
 
@@ -42,17 +45,11 @@ _SECONDS_KEPT = 65_536
 def _second_prefix(seconds: int) -> str:
     if len(_second_prefixes) >= _SECONDS_KEPT:
         _second_prefixes.clear()
-    minutes, second = divmod(seconds, 60)
-    prefix = _second_prefixes[seconds] = f"{_minute_prefix(minutes)}{second:02d}"
+    days, second_of_day = divmod(seconds, 86_400)
+    minute_of_day, second = divmod(second_of_day, 60)
+    prefix = _date_prefix(days) + _CLOCK[minute_of_day] + _SECONDS[second]
+    _second_prefixes[seconds] = prefix
     return prefix
-
-
-@functools.lru_cache(maxsize=4096)
-def _minute_prefix(minutes: int) -> str:
-    """`YYYY-MM-DDTHH:MM:` of a minute since the epoch."""
-    days, minute_of_day = divmod(minutes, 1440)
-    hours, minute = divmod(minute_of_day, 60)
-    return f"{_date_prefix(days)}{hours:02d}:{minute:02d}:"
 
 
 @functools.lru_cache(maxsize=4096)
