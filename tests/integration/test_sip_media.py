@@ -51,6 +51,12 @@ from tests.integration.sip import (
 EDGE = "127.0.0.10"
 CALLER = "127.0.0.11"
 CALLEE = "127.0.0.12"
+# The real phones' RTP ports. baresip sends and receives on 127.0.0.1, which every test's
+# clients share, so these sit where nothing else takes a port: above the kernel's ephemeral
+# range (32768-60999), where other tests' clients are given theirs, and clear of the edges'
+# control (10000-19999) and media (from 20000, 4000 a pytest worker) ports.
+CALLER_RTP = range(61000, 61100)
+CALLEE_RTP = range(62000, 62100)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -227,13 +233,14 @@ def test_a_call_between_two_real_phones_hides_each_from_the_other(
     callee_dir = baresip_config(
         tmp_path / "callee", CALLEE, edge.gateway_port,
         f"<sip:{session.b}@{CALLEE}:{edge.gateway_port};transport=udp>;regint=0;"
-        "answermode=auto;audio_codecs=PCMU", "46000-46099",
+        "answermode=auto;audio_codecs=PCMU", f"{CALLEE_RTP.start}-{CALLEE_RTP.stop - 1}",
     )  # fmt: skip
     caller_port = free_udp_port(CALLER)
     caller_dir = baresip_config(
         tmp_path / "caller", CALLER, caller_port,
         f"<sip:{session.a}@{CALLER}:{caller_port};transport=udp>;regint=0;"
-        f'outbound="sip:{EDGE}:{edge.port}";audio_codecs=PCMU', "44000-44099",
+        f'outbound="sip:{EDGE}:{edge.port}";audio_codecs=PCMU',
+        f"{CALLER_RTP.start}-{CALLER_RTP.stop - 1}",
     )  # fmt: skip
     with capture(tmp_path, "phones", CALLER, CALLEE, EDGE, "127.0.0.1") as running:
         callee = subprocess.Popen(
@@ -251,19 +258,19 @@ def test_a_call_between_two_real_phones_hides_each_from_the_other(
         packets = running.stop()
     assert caller.returncode == 0
     # baresip sends its media from 127.0.0.1 and rtpengine latches on that: a side is told
-    # apart by its ports (SIP, and RTP: caller 44000-44099, callee 46000-46099), not only by its
-    # address, which the phones of tests running beside this one share.
+    # apart by its ports (SIP, and RTP: CALLER_RTP, CALLEE_RTP), not only by its address, which
+    # the phones and clients of tests running beside this one share.
     to_callee = [
         p
         for p in packets
         if (p.destination_port == edge.gateway_port and p.destination == CALLEE)
-        or 46000 <= p.destination_port < 46100
+        or p.destination_port in CALLEE_RTP
     ]
     to_caller = [
         p
         for p in packets
         if (p.destination_port == caller_port and p.destination == CALLER)
-        or 44000 <= p.destination_port < 44100
+        or p.destination_port in CALLER_RTP
     ]
     assert sum(1 for p in to_callee if p.kind == "rtp") >= 100, "no audio reached the callee"
     assert sum(1 for p in to_caller if p.kind == "rtp") >= 100, "no audio reached the caller"
