@@ -459,6 +459,27 @@ def test_a_new_interaction_appears_in_the_live_view_without_a_reload(
     wait(alice, lambda d: d.find_elements(*by(row)))
     assert alice.execute_script("return window.stillTheSamePage") is True
     assert "in progress" in alice.find_element(*by(row)).text
+    # A later call goes on top; then the first call ends, and its row shows how, in its place.
+    later = route(
+        strict,
+        session["Participants"][0]["PhoneNumber"],
+        session["Participants"][0]["ProxyPhoneNumber"],
+        outcome=None,
+    )
+    wait(alice, lambda d: d.find_elements(*by(f"tr[data-id='{later['interaction_id']}']")))
+    ended = httpx.post(
+        f"{strict.url}/_chimeproxy/interactions/{answer['interaction_id']}/end",
+        json={"outcome": "busy"},
+        timeout=10,
+    )
+    assert ended.status_code == 204
+    wait(alice, lambda d: "busy" in d.find_element(*by(row)).text)
+    assert "in progress" not in alice.find_element(*by(row)).text
+    order = [r.get_attribute("data-id") for r in alice.find_elements(*by("#live-table tbody tr"))]
+    assert order.index(later["interaction_id"]) < order.index(answer["interaction_id"])
+    assert "in progress" in alice.find_element(*by(f"tr[data-id='{later['interaction_id']}']")).text
+    assert "1 ended" in alice.find_element(*by("#live-state")).text
+    assert alice.execute_script("return window.stillTheSamePage") is True
 
 
 # Isolation and forgery.
@@ -506,6 +527,16 @@ def test_another_account_s_sessions_never_appear(
     ids = {row["id"] for row in feed["rows"]}
     assert my_call["interaction_id"] in ids
     assert bob_call["interaction_id"] not in ids and later["interaction_id"] not in ids
+    # Asking whether Bob's calls ended tells her nothing either; her own ended call is told.
+    asked = ",".join(
+        [bob_call["interaction_id"], later["interaction_id"], my_call["interaction_id"]]
+    )
+    feed = httpx.get(
+        f"{strict.url}/console/live/feed?since=0&open={asked}",
+        headers=cookie_header(alice),
+        timeout=10,
+    ).json()
+    assert [row["id"] for row in feed["ended"]] == [my_call["interaction_id"]]
     # Nor can Alice act on it.
     page = httpx.get(f"{strict.url}/console/sessions", headers=cookie_header(alice), timeout=10)
     token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]

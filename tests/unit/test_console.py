@@ -3,11 +3,13 @@ throttle, the hourly chart."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chimeproxy.console import charts, cookies, masking
+from chimeproxy.console import charts, cookies, masking, pages
 
 KEY = b"k" * 32
 
@@ -126,3 +128,14 @@ def test_chart_buckets_end_with_the_current_hour() -> None:
 def test_an_empty_chart_has_flat_bars() -> None:
     chart = charts.hourly({}, {}, 0)
     assert chart.peak == 1 and all(bar.created_height == 0 for bar in chart.bars)
+
+
+def test_the_live_view_asks_about_a_page_of_well_formed_interaction_ids_at_most() -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    assert pages.interaction_ids(None) == pages.interaction_ids("") == []
+    # Malformed ones (an injection attempt, an upper-case id, a cut one) are dropped, not
+    # looked up; repeats are asked about once.
+    asked = f"{first},' OR 1=1 --,{first.upper()},{second[:-1]},{second},{first}"
+    assert pages.interaction_ids(asked) == [first, second]
+    many = ",".join(str(uuid.uuid4()) for _ in range(pages.PAGE * 3))
+    assert len(pages.interaction_ids(many)) == pages.PAGE

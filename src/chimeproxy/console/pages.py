@@ -3,6 +3,7 @@ scoped to the viewer's account (and region, when one is chosen)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ STATUSES = tuple(SessionStatus)
 # An interaction commits a moment after its start time: the live view asks again for this much
 # of the past, and the page skips rows it already shows.
 LIVE_OVERLAP_MS = 10_000
+_INTERACTION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 # What a page reads: (connection, services, viewer, query) -> the template's data.
@@ -277,13 +279,28 @@ def live(
     connection: Connection, services: Services, viewer: Viewer, query: dict[str, str]
 ) -> dict[str, Any]:
     """The newest interactions (since the query's `since`, less the overlap; else within
-    retention)."""
+    retention), and of those the query's `open` names (the rows a live view still shows in
+    progress), the ones that have ended since."""
     now = services.clock.now_ms()
     since = instant(query.get("since"))
     mine = scope(connection, viewer)
     start = since - LIVE_OVERLAP_MS if since is not None else now - services.settings.retention_ms
     rows = store.recent_interactions(connection, mine.pks, start, PAGE)
-    return {"interactions": [_interaction(r) for r in rows], "now": now}
+    ended = store.ended_interactions(connection, mine.pks, interaction_ids(query.get("open")))
+    return {
+        "interactions": [_interaction(r) for r in rows],
+        "ended": [_interaction(r) for r in ended],
+        "now": now,
+    }
+
+
+def interaction_ids(text: str | None) -> list[str]:
+    """The interaction ids of a comma-separated list from a script: at most a page of them,
+    each shaped like one (anything else is dropped, never looked up)."""
+    if not text:
+        return []
+    ids = [part for part in text.split(",", PAGE)[:PAGE] if _INTERACTION_ID.fullmatch(part)]
+    return list(dict.fromkeys(ids))
 
 
 def _interaction(row: RowMapping, connector_id: str | None = None) -> dict[str, Any]:

@@ -351,7 +351,8 @@ class Console:
     def _feed(
         self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection
     ) -> Response:
-        """New interactions for the live view as rendered rows (the page adds unseen ones)."""
+        """New interactions for the live view as rendered rows (the page adds unseen ones), and
+        the rows it shows in progress that have ended (it puts them in place of the old)."""
         data = pages.live(connection, self.services, viewer, _query(request))
         row = self.templates.get_template("_interaction.html").module.row  # type: ignore[attr-defined]
         reveal = viewer.reveal
@@ -359,11 +360,24 @@ class Console:
         def num(number: str | None) -> str:
             return masking.shown(number, reveal)
 
-        rows = [
-            {"id": item["InteractionId"], "html": str(row(item, num, True))}
-            for item in data["interactions"]
-        ]
-        return Response.json(200, {"now": data["now"], "rows": rows})
+        def rendered(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "id": item["InteractionId"],
+                    "ended": item["EndedTimestamp"] is not None,
+                    "html": str(row(item, num, True)),
+                }
+                for item in items
+            ]
+
+        return Response.json(
+            200,
+            {
+                "now": data["now"],
+                "rows": rendered(data["interactions"]),
+                "ended": rendered(data["ended"]),
+            },
+        )
 
     def _scope(
         self, viewer: Viewer, request: Request, labels: dict[str, str], connection: Connection

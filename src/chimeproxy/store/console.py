@@ -312,6 +312,21 @@ def recent_interactions(
     return list(connection.execute(query).mappings())
 
 
+def ended_interactions(
+    connection: Connection, pks: Collection[int], ids: Collection[str]
+) -> list[RowMapping]:
+    """Of the interactions `ids`, those of the connectors `pks` that have ended (found by the
+    ids' unique index): the live view asks about the rows it still shows in progress."""
+    if not ids:
+        return []
+    query = _interactions().where(
+        it.id.in_(list(ids)),
+        it.voice_connector_pk.in_(list(pks)),
+        it.ended_at.is_not(None),
+    )
+    return list(connection.execute(query).mappings())
+
+
 def _interactions() -> Any:
     return select(
         interactions,

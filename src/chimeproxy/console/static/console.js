@@ -36,8 +36,16 @@
     const seen = new Set(Array.from(body.querySelectorAll("tr[data-id]"), function (r) { return r.dataset.id; }));
     let since = Number(box.dataset.now);
     const feed = box.dataset.feed;
+    const row = function (html) {
+      const t = document.createElement("tbody");
+      t.innerHTML = html;  // rendered and escaped by the server's templates
+      return t.firstElementChild;
+    };
     const poll = function () {
-      const url = feed + (feed.indexOf("?") < 0 ? "?" : "&") + "since=" + since;
+      // The rows still shown in progress: the feed says which of them have ended since.
+      const open = Array.from(body.querySelectorAll("tr[data-open]"), function (r) { return r.dataset.id; });
+      const url = feed + (feed.indexOf("?") < 0 ? "?" : "&") + "since=" + since +
+        (open.length ? "&open=" + open.slice(0, 50).join(",") : "");
       fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) {
           if (r.status === 401) { window.location.assign("/console/signin"); throw new Error("signed out"); }
@@ -45,18 +53,28 @@
         })
         .then(function (data) {
           since = data.now;
-          const fresh = data.rows.filter(function (row) { return !seen.has(row.id); });
+          const fresh = data.rows.filter(function (item) { return !seen.has(item.id); });
           // Oldest first, each inserted at the top: the newest ends up first.
-          fresh.reverse().forEach(function (row) {
-            seen.add(row.id);
-            const t = document.createElement("tbody");
-            t.innerHTML = row.html;  // rendered and escaped by the server's templates
-            body.insertBefore(t.firstElementChild, body.firstChild);
+          fresh.reverse().forEach(function (item) {
+            seen.add(item.id);
+            body.insertBefore(row(item.html), body.firstChild);
+          });
+          // An ended call or text takes the place of its row in progress, where it was.
+          let ended = 0;
+          const shownOpen = new Map(Array.from(body.querySelectorAll("tr[data-open]"), function (r) { return [r.dataset.id, r]; }));
+          data.ended.concat(data.rows).forEach(function (item) {
+            const old = item.ended && shownOpen.get(item.id);
+            if (old) { old.replaceWith(row(item.html)); shownOpen.delete(item.id); ended += 1; }
           });
           if (fresh.length) {
             const empty = box.querySelector("[data-empty]");
             if (empty) empty.remove();
-            state.textContent = " — " + fresh.length + " new";
+          }
+          if (fresh.length || ended) {
+            const parts = [];
+            if (fresh.length) parts.push(fresh.length + " new");
+            if (ended) parts.push(ended + " ended");
+            state.textContent = " — " + parts.join(", ");
           }
         })
         .catch(function () {})
