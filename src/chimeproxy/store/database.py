@@ -21,6 +21,7 @@ import itertools
 import logging
 import random
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -617,6 +618,28 @@ def _postgresql_engine(url: URL, pool_size: int, max_overflow: int) -> Engine:
     )
 
 
+# How long to wait between attempts at switching a database that another process is switching.
+WAL_RETRY_S = 0.01
+
+
+def enable_wal(cursor: Any, patience_s: float) -> None:
+    """Put the database in WAL mode (a no-op once it is). Two processes opening a new database
+    file at the same moment both switch it, and SQLite may answer the second 'database is
+    locked' at once, without its busy timeout (seen about once in 40 starts of two servers on a
+    fresh file): that is tried again for up to `patience_s`; any other error is raised."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            # SQLITE_BUSY, or one of its extended codes (the low byte is the primary code).
+            busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(WAL_RETRY_S)
+
+
 def _sqlite_engine(
     url: str, synchronous: str, pool_size: int, max_overflow: int, busy_timeout_ms: int
 ) -> Engine:
@@ -632,7 +655,7 @@ def _sqlite_engine(
         # Autocommit at the driver so that transactions begin exactly as below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        enable_wal(cursor, busy_timeout_ms / 1000)
         # NORMAL (default): a commit survives the process being killed, since it is in the WAL
         # file before COMMIT returns; the last commits may be lost on power failure or an OS
         # crash. FULL also syncs the WAL at every commit: power-loss safe, slower writes.
