@@ -41,9 +41,10 @@
       t.innerHTML = html;  // rendered and escaped by the server's templates
       return t.firstElementChild;
     };
+    // The rows still shown in progress: the feed says which of them have ended since.
+    const openRows = function () { return Array.from(body.querySelectorAll("tr[data-open]")); };
     const poll = function () {
-      // The rows still shown in progress: the feed says which of them have ended since.
-      const open = Array.from(body.querySelectorAll("tr[data-open]"), function (r) { return r.dataset.id; });
+      const open = openRows().map(function (r) { return r.dataset.id; });
       const url = feed + (feed.indexOf("?") < 0 ? "?" : "&") + "since=" + since +
         (open.length ? "&open=" + open.slice(0, 50).join(",") : "");
       fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -61,7 +62,7 @@
           });
           // An ended call or text takes the place of its row in progress, where it was.
           let ended = 0;
-          const shownOpen = new Map(Array.from(body.querySelectorAll("tr[data-open]"), function (r) { return [r.dataset.id, r]; }));
+          const shownOpen = new Map(openRows().map(function (r) { return [r.dataset.id, r]; }));
           data.ended.concat(data.rows).forEach(function (item) {
             const old = item.ended && shownOpen.get(item.id);
             if (old) { old.replaceWith(row(item.html)); shownOpen.delete(item.id); ended += 1; }
