@@ -603,3 +603,10 @@ def test_a_number_without_plus_or_calling_code_is_told_the_form_not_another_coun
     assert caught.value.column == "e164"
     assert "E.164 form" in caught.value.rule and "(+1 for US)" in caught.value.rule
     assert "EG" not in str(caught.value) and "2065550100" not in str(caught.value)
+
+
+def test_no_capability_name_is_part_of_another() -> None:
+    """The create's candidate query finds a capability as `capabilities LIKE '%Name%'`
+    (store/proxy.py), which is exact only while no name contains another."""
+    for name in CAPABILITIES:
+        assert [other for other in CAPABILITIES if other != name and name in other] == []
