@@ -47,6 +47,11 @@ def due_to_close(now: Any) -> ColumnElement[bool]:
     return and_(ps.status.in_(ACTIVE), ps.expires_at <= now)
 
 
+# The order of the index of stored status and expiry (ix_proxy_sessions_open), in which a
+# batch of `due_to_close` sessions is taken: each status's longest expired first.
+DUE_ORDER = (ps.status, ps.expires_at)
+
+
 def closed_and_visible(now: Any, retention_ms: Any) -> ColumnElement[bool]:
     """Reads as Closed at `now` and is still kept."""
     return and_(reads_as(SessionStatus.CLOSED, now), visible(now, retention_ms))

@@ -213,8 +213,9 @@ def release_expired_routes(
 def close_expired_sessions(
     connection: Connection, now: int, *where: ColumnElement[bool], limit: int | None = None
 ) -> int:
-    """Record the closing of the sessions (among `where`; the first `limit` by key) past their
-    expiry, then release their routes; the number of sessions closed."""
+    """Record the closing of the sessions (among `where`; at most `limit`, in
+    `expiry.DUE_ORDER`) past their expiry, then release their routes; the number of sessions
+    closed."""
     return len(closed_expired_sessions(connection, now, *where, limit=limit))
 
 
@@ -227,8 +228,14 @@ def closed_expired_sessions(
     session row before its routes (no lock-order deadlock), rows are locked in primary-key order,
     and the UPDATE re-checks expiry on a row that a concurrent transaction changed, so a session
     that an update has just extended stays open and keeps its routes."""
-    due = select(ps.pk).where(expiry.due_to_close(now), *where).order_by(ps.pk)
-    due = (due if limit is None else due.limit(limit)).with_for_update()
+    due = select(ps.pk).where(expiry.due_to_close(now), *where)
+    if limit is not None:
+        # A batch as the index of status and expiry holds them, then locked by key. Limited in
+        # key order, the batch had PostgreSQL walk the primary key through every session when
+        # it expected due ones to be many and found none: 443 ms a sweep step at 1M sessions.
+        batch = due.order_by(*expiry.DUE_ORDER).limit(limit)
+        due = select(ps.pk).where(ps.pk.in_(batch), expiry.due_to_close(now))
+    due = due.order_by(ps.pk).with_for_update()
     closed = list(
         connection.scalars(
             update(proxy_sessions)

@@ -44,7 +44,8 @@ class Swept:
 
 
 def sessions_due_to_close(connection: Connection, now: int, limit: int) -> list[RowMapping]:
-    """The first `limit` sessions due to close, by key: those `close_expired_sessions` closes."""
+    """At most `limit` sessions due to close, in `expiry.DUE_ORDER` (read through its index,
+    as `close_expired_sessions` takes a batch)."""
     query = (
         select(
             proxy_sessions,
@@ -54,7 +55,7 @@ def sessions_due_to_close(connection: Connection, now: int, limit: int) -> list[
         )
         .select_from(proxy_sessions.join(voice_connectors, vc.pk == ps.voice_connector_pk))
         .where(expiry.due_to_close(now))
-        .order_by(ps.pk)
+        .order_by(*expiry.DUE_ORDER)
         .limit(limit)
     )
     return list(connection.execute(query).mappings())
