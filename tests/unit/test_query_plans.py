@@ -5,6 +5,8 @@ pool must not make a create, a page or a Get read the whole pool or every sessio
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -28,6 +30,19 @@ def pool(db: Database) -> Database:
     """One connector holding a pool of POOL numbers."""
     _fill_pool(db)
     return db
+
+
+@pytest.fixture
+def postgres_pool() -> Iterator[Database]:
+    """A migrated PostgreSQL database of the test's own holding the same pool."""
+    with postgres_database() as url:
+        database = Database(url)
+        try:
+            database.upgrade()
+            _fill_pool(database)
+            yield database
+        finally:
+            database.dispose()
 
 
 def _fill_pool(db: Database) -> None:
@@ -113,30 +128,21 @@ def test_a_pairs_own_numbers_are_found_by_number_not_by_reading_the_pool(
 
 @pytest.mark.parametrize("plan_kind", ["custom", "generic"])
 def test_on_postgresql_a_create_reads_the_pool_through_the_allocation_index(
-    plan_kind: str,
+    postgres_pool: Database, plan_kind: str
 ) -> None:
     """PostgreSQL, with statistics (as autovacuum gathers them once a pool is loaded), must not
     read and sort the whole pool for a create's candidates. It did while the capability test
     was a pattern it could not estimate: 10 ms a create at 10,000 numbers. Both the plan made
     for the values and the generic plan psycopg's prepared statements settle on."""
-    with postgres_database() as url:
-        db = Database(url)
-        try:
-            db.upgrade()
-            _fill_pool(db)
-            general, _ = _candidate_statements(
-                2, 0, 1, ("InboundCall", "OutboundCall"), False, False
-            )
-            params = _candidate_params(b0="+12065550001", b1="+12065550002")
-            compiled = general.compiled(db.engine.dialect)
-            with db.read() as connection:
-                driver = connection.connection.driver_connection
-                assert driver is not None
-                driver.execute("ANALYZE phone_numbers")
-                plan = _postgres_plan(driver, compiled.sql, compiled.arguments(params), plan_kind)
-                found = driver.execute(compiled.sql, compiled.arguments(params)).fetchall()
-        finally:
-            db.dispose()
+    general, _ = _candidate_statements(2, 0, 1, ("InboundCall", "OutboundCall"), False, False)
+    params = _candidate_params(b0="+12065550001", b1="+12065550002")
+    compiled = general.compiled(postgres_pool.engine.dialect)
+    with postgres_pool.read() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("ANALYZE phone_numbers")
+        plan = _postgres_plan(driver, compiled.sql, compiled.arguments(params), plan_kind)
+        found = driver.execute(compiled.sql, compiled.arguments(params)).fetchall()
     assert "Index Scan using ix_phone_numbers_allocation" in plan, plan
     assert "Seq Scan" not in plan and "Sort" not in plan, plan
     # And they are the least recently allocated numbers with both capabilities, but the busy.
@@ -166,36 +172,23 @@ def _postgres_plan(driver: Any, sql: str, arguments: dict[str, Any], plan_kind: 
     return plan
 
 
-def test_on_postgresql_a_sweep_step_finds_expired_sessions_on_their_index() -> None:
+def test_on_postgresql_a_sweep_step_finds_expired_sessions_on_their_index(
+    postgres_pool: Database,
+) -> None:
     """Most sessions are closed with their expiry long past, a few are open: PostgreSQL,
     taking the two facts as independent, expects many sessions due to close. The sweep step's
     batch must still be read through the index of status and expiry: taken in key order, it
     walked the primary key through every session to find none (443 ms at 1M sessions)."""
-    with postgres_database() as url:
-        db = Database(url)
-        try:
-            db.upgrade()
-            _fill_pool(db)
-            _add_sessions(db, closed=SESSIONS, open_=SESSIONS // 100)
-            seen: list[tuple[str, Any]] = []
-
-            def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-                seen.append((statement, parameters))
-
-            with db.write() as connection:
-                driver = connection.connection.driver_connection
-                assert driver is not None
-                driver.execute("ANALYZE proxy_sessions")
-                event.listen(db.engine, "before_cursor_execute", record)
-                try:
-                    assert close_expired_sessions(connection, NOW, limit=100) == 0
-                finally:
-                    event.remove(db.engine, "before_cursor_execute", record)
-                [(statement, parameters)] = [s for s in seen if s[0].startswith("UPDATE")]
-                rows = driver.execute(f"EXPLAIN ANALYZE {statement}", parameters).fetchall()
-                connection.rollback()
-        finally:
-            db.dispose()
+    _add_sessions(postgres_pool, closed=SESSIONS, open_=SESSIONS // 100)
+    with postgres_pool.write() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("ANALYZE proxy_sessions")
+        with _recorded(postgres_pool) as seen:
+            assert close_expired_sessions(connection, NOW, limit=100) == 0
+        [(statement, parameters)] = [s for s in seen if s[0].startswith("UPDATE")]
+        rows = driver.execute(f"EXPLAIN ANALYZE {statement}", parameters).fetchall()
+        connection.rollback()
     plan = "\n".join(row[0] for row in rows)
     assert "ix_proxy_sessions_open" in plan, plan
     assert "Rows Removed by Filter" not in plan, plan
@@ -249,17 +242,8 @@ def test_a_page_of_sessions_reads_the_listing_index_in_order(
 def test_the_session_gauges_count_the_active_sessions_on_their_index(db: Database) -> None:
     """A scrape counts the live sessions by their index and Closed as the rest of the table's
     row count: grouping every row by its effective status sorted the whole table."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, parameters))
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        with db.read() as connection:
-            assert session_counts(connection, 1) == {"Open": 0, "InProgress": 0, "Closed": 0}
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+    with db.read() as connection, _recorded(db) as seen:
+        assert session_counts(connection, 1) == {"Open": 0, "InProgress": 0, "Closed": 0}
     plans = [
         _explain(db, statement, parameters)
         for statement, parameters in seen
@@ -269,6 +253,21 @@ def test_the_session_gauges_count_the_active_sessions_on_their_index(db: Databas
     assert not any("TEMP B-TREE" in plan for plan in plans), plans
     grouped = next(plan for plan in plans if "ix_proxy_sessions_open" in plan)
     assert "SEARCH proxy_sessions USING COVERING INDEX ix_proxy_sessions_open" in grouped, plans
+
+
+@contextmanager
+def _recorded(db: Database) -> Iterator[list[tuple[str, Any]]]:
+    """The statements (and their parameters) the database runs while the block runs."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
 
 
 def _explain(db: Database, sql: str, arguments: Any) -> str:
