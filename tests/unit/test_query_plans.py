@@ -10,9 +10,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, update
 
 from chimeproxy.store.database import Database
+from chimeproxy.store.phone_numbers import purge_deleted
 from chimeproxy.store.prepared import Prepared
 from chimeproxy.store.proxy import _candidate_statements, _session_page, close_expired_sessions
 from chimeproxy.store.schema import phone_numbers, proxy_sessions, voice_connectors
@@ -192,6 +193,53 @@ def test_on_postgresql_a_sweep_step_finds_expired_sessions_on_their_index(
     plan = "\n".join(row[0] for row in rows)
     assert "ix_proxy_sessions_open" in plan, plan
     assert "Rows Removed by Filter" not in plan, plan
+
+
+def test_a_sweep_releases_deleted_numbers_through_their_index(pool: Database) -> None:
+    """Every sweep looks for deleted numbers whose queue time is over; it read every number of
+    every pool to find them (about 5 ms a sweep at 10,000 numbers, with the write lock held)."""
+    statement, parameters = _purge_queued_deletions(pool)
+    plan = _explain(pool, statement, parameters)
+    assert "ix_phone_numbers_deletion" in plan, plan
+    assert "SCAN phone_numbers" not in plan, plan
+
+
+def test_on_postgresql_a_sweep_releases_deleted_numbers_through_their_index(
+    postgres_pool: Database,
+) -> None:
+    with postgres_pool.write() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("ANALYZE phone_numbers")
+    statement, parameters = _purge_queued_deletions(postgres_pool)
+    with postgres_pool.read() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        plan = "\n".join(row[0] for row in driver.execute(f"EXPLAIN {statement}", parameters))
+    assert "ix_phone_numbers_deletion" in plan, plan
+    assert "Seq Scan on phone_numbers" not in plan, plan
+
+
+def _purge_queued_deletions(db: Database) -> tuple[str, Any]:
+    """Queue five of the pool's numbers for deletion, three of them long enough ago to be
+    released, run the sweeper's purge, and return the statement it ran to find them."""
+    queued = {f"+1206555{index:04d}": NOW - age for index, age in enumerate((9, 8, 7, -1, -2))}
+    with db.write() as connection:
+        for e164, deletion_at in queued.items():
+            connection.execute(
+                update(phone_numbers)
+                .where(phone_numbers.c.e164 == e164)
+                .values(status="DeleteInProgress", deletion_at=deletion_at)
+            )
+    with db.write() as connection, _recorded(db) as seen:
+        assert purge_deleted(connection, NOW, limit=100) == 3
+    with db.read() as connection:
+        left = connection.execute(
+            phone_numbers.select().where(phone_numbers.c.status == "DeleteInProgress")
+        ).mappings()
+        assert sorted(row["e164"] for row in left) == ["+12065550003", "+12065550004"]
+    [found] = [record for record in seen if record[0].startswith("DELETE")]
+    return found
 
 
 def _add_sessions(db: Database, *, closed: int, open_: int) -> None:
