@@ -97,7 +97,7 @@ def proxy_config(row: Row) -> dict[str, Any]:
 
 
 def proxy_session(row: Row, connector_id: str, now: int) -> dict[str, Any]:
-    state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
+    status, ended = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
     geo_params = None
     if row["geo_country"] is not None or row["geo_area_code"] is not None:
         geo_params = {"Country": row["geo_country"], "AreaCode": row["geo_area_code"]}
@@ -109,12 +109,12 @@ def proxy_session(row: Row, connector_id: str, now: int) -> dict[str, Any]:
         "VoiceConnectorId": connector_id,
         "ProxySessionId": row["id"],
         "Name": row["name"],
-        "Status": state.status,
+        "Status": status,
         "ExpiryMinutes": row["expiry_minutes"],
         "Capabilities": sorted(row["capabilities"].split(",")),
         "CreatedTimestamp": row["created_at"],
         "UpdatedTimestamp": row["updated_at"],
-        "EndedTimestamp": state.ended_at,
+        "EndedTimestamp": ended,
         "Participants": [
             {"PhoneNumber": participant, "ProxyPhoneNumber": number} for participant in participants
         ],

@@ -85,17 +85,17 @@ def test_every_condition_agrees_with_the_domain(
     assert matching(connection, expiry.visible(now, retention)) == expected(rows, visible)
     for status in SessionStatus:
         assert matching(connection, expiry.reads_as(status, now)) == expected(
-            rows, lambda row, status=status: effective(row, now).status == status
+            rows, lambda row, status=status: effective(row, now)[0] == status
         )
     assert matching(connection, expiry.active(now)) == expected(
-        rows, lambda row: effective(row, now).status in ACTIVE
+        rows, lambda row: effective(row, now)[0] in ACTIVE
     )
     assert matching(connection, expiry.due_to_close(now)) == expected(
         rows,
-        lambda row: row["status"] in ACTIVE and effective(row, now).status == SessionStatus.CLOSED,
+        lambda row: row["status"] in ACTIVE and effective(row, now)[0] == SessionStatus.CLOSED,
     )
     assert matching(connection, expiry.closed_and_visible(now, retention)) == expected(
-        rows, lambda row: effective(row, now).status == SessionStatus.CLOSED and visible(row)
+        rows, lambda row: effective(row, now)[0] == SessionStatus.CLOSED and visible(row)
     )
     assert matching(connection, expiry.purgeable(now, retention)) == expected(
         rows, lambda row: row["status"] == SessionStatus.CLOSED and not visible(row)

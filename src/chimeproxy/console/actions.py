@@ -27,8 +27,8 @@ def close(services: Services, viewer: Viewer, connector_id: str, session_id: str
     with services.db.write() as connection:
         # Locked: a concurrent sweep or update must not change it between check and write.
         row = _require(services, connection, viewer, connector_id, session_id, now)
-        state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
-        if state.status == SessionStatus.CLOSED:
+        status, _ = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
+        if status == SessionStatus.CLOSED:
             return False
         changes: dict[str, Any] = {
             "status": SessionStatus.CLOSED,

@@ -39,10 +39,10 @@ def must_end(call: CallFacts | None, now: int, max_call_ms: int | None) -> EndRe
     if call.in_session:
         if call.session_status is None or call.session_expires_at is None:
             return EndReason.GONE
-        state = lifecycle.effective(
+        status, _ = lifecycle.effective(
             call.session_status, call.session_expires_at, call.session_ended_at, now
         )
-        if state.status == SessionStatus.CLOSED:
+        if status == SessionStatus.CLOSED:
             return EndReason.SESSION_CLOSED
     if max_call_ms is not None and now - call.started_at >= max_call_ms:
         return EndReason.MAX_DURATION

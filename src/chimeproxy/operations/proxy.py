@@ -448,8 +448,8 @@ async def update_proxy_session(context: Context, params: dict[str, Any]) -> Outp
 
     def change(run: Statements) -> tuple[Any, dict[str, Any]]:
         row = _session_to_change(run, context, params, now)
-        state = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
-        if state.status == SessionStatus.CLOSED:
+        status, _ = lifecycle.effective(row["status"], row["expires_at"], row["ended_at"], now)
+        if status == SessionStatus.CLOSED:
             raise BadRequestException(f"Proxy session {row['id']} is Closed and cannot change.")
         number_capabilities = frozenset(filter(None, (row["number_capabilities"] or "").split(",")))
         if not covers(number_capabilities, frozenset(capabilities)):

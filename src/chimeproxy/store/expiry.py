@@ -30,7 +30,7 @@ def visible(now: Any, retention_ms: Any) -> ColumnElement[bool]:
 
 
 def reads_as(status: str, now: Any) -> ColumnElement[bool]:
-    """Sessions whose status reads as `status` at `now`: lifecycle.effective(...).status."""
+    """Sessions whose status reads as `status` at `now`: the status lifecycle.effective gives."""
     if status == SessionStatus.CLOSED:
         return or_(ps.status == SessionStatus.CLOSED, ps.expires_at <= now)
     return and_(ps.status == status, ps.expires_at > now)
