@@ -20,14 +20,14 @@ MINUTE_MS = 60_000
 
 
 # Plain names for the members the hot paths compare and return: in Python 3.11 an attribute of
-# an Enum class costs about 90 ns, and Get and List ask for one per session shown.
+# an Enum class costs 90-120 ns (a module global: 25), and List asks for one per session shown.
 _CLOSED = SessionStatus.CLOSED
 _STATUS = {status.value: status for status in SessionStatus}
 
 Effective: TypeAlias = tuple[SessionStatus, int | None]
 """A session's status and end instant at some instant: a plain tuple, not a named one or a
-dataclass, because List makes one per session shown and a NamedTuple costs about 400 ns to
-build where this costs under 100 (docs/performance.md)."""
+dataclass, because List makes one per session shown and a NamedTuple costs 300-400 ns to
+build where this costs under 50 (docs/performance.md)."""
 
 
 def expires_at(created_at: int, expiry_minutes: int) -> int:
