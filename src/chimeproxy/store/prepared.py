@@ -27,6 +27,7 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Dialect
@@ -106,7 +107,14 @@ class Prepared:
                 if process is not None
             )
             positions = tuple(result.positiontup) if result.positional else None  # type: ignore[arg-type]
-            compiled = _Compiled(str(result), positions, dict(result.params), columns, conversions)
+            # Constants as plain values: the drivers bind an Enum member (`'Closed'` written as
+            # SessionStatus.CLOSED) as the str it is, but SQLite's driver first looks for an
+            # adapter on its type, raising and clearing two AttributeErrors per bind.
+            defaults = {
+                name: value.value if isinstance(value, Enum) else value
+                for name, value in result.params.items()
+            }
+            compiled = _Compiled(str(result), positions, defaults, columns, conversions)
             self._compiled[key] = compiled
         return compiled
 
