@@ -229,6 +229,10 @@ class CoalescingTransport:
         self._pending = []
         self.transport.abort()
 
+    def is_closing(self) -> bool:
+        # Asked twice a request: through `__getattr__`, each time after an AttributeError.
+        return self.transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
 
