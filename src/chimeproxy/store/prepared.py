@@ -109,7 +109,7 @@ class Prepared:
             positions = tuple(result.positiontup) if result.positional else None  # type: ignore[arg-type]
             # Constants as plain values: the drivers bind an Enum member (`'Closed'` written as
             # SessionStatus.CLOSED) as the str it is, but SQLite's driver first looks for an
-            # adapter on its type, raising and clearing two AttributeErrors per bind.
+            # adapter on its type, raising and clearing an AttributeError per bind.
             defaults = {
                 name: value.value if isinstance(value, Enum) else value
                 for name, value in result.params.items()
