@@ -43,3 +43,26 @@ def test_columns_that_need_converting_are_not_read_as_tuples(db: Database) -> No
         CONFIG_FLAGS.first_values(db, {})
     with prepared.read(db) as run:
         assert run.rows(CONFIG_FLAGS, {}) == []  # dict rows convert, as they always did
+
+
+def test_none_and_bools_bind_as_they_would_without_the_adapters() -> None:
+    """store/database.py gives None and bool adapters of their own, so that binding them raises
+    no AttributeError inside the driver: they must store what the driver stores without them,
+    NULL and the integers 1 and 0."""
+    import sqlite3
+
+    import chimeproxy.store.database  # noqa: F401 -- registers the adapters
+
+    assert (type(None), sqlite3.PrepareProtocol) in sqlite3.adapters
+    assert (bool, sqlite3.PrepareProtocol) in sqlite3.adapters
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.execute("CREATE TABLE t (a, b, c)")
+        connection.execute("INSERT INTO t VALUES (?, ?, ?)", (None, True, False))
+        stored = connection.execute("SELECT a, typeof(a), b, typeof(b), c, typeof(c) FROM t")
+        assert stored.fetchone() == (None, "null", 1, "integer", 0, "integer")
+        # A NULL bound in a comparison still matches nothing, as NULL does.
+        assert connection.execute("SELECT count(*) FROM t WHERE a = ?", (None,)).fetchone() == (0,)
+        assert connection.execute("SELECT count(*) FROM t WHERE b = ?", (True,)).fetchone() == (1,)
+    finally:
+        connection.close()

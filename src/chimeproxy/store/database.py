@@ -618,6 +618,18 @@ def _postgresql_engine(url: URL, pool_size: int, max_overflow: int) -> Engine:
     )
 
 
+# Python 3.11's sqlite3 binds only exact int, float, str and bytearray values directly. Any other
+# value, None included, first goes through its adapter look-up, which asks the driver's
+# protocol type for `__adapt__`: a missing attribute on a type raises an AttributeError inside
+# C, formatted and then cleared (about 390 ns a bind; Python 3.12 no longer raises there). A
+# `/route` binds eight NULLs in its interaction's row. Registered adapters are looked up first,
+# so None and bool get adapters of their own, each the conversion the driver makes anyway:
+# None stays None (`{}.get` is a C callable that answers None, without a Python frame) and a
+# bool binds as its int. These are per process and apply to every SQLite connection.
+sqlite3.register_adapter(type(None), {}.get)
+sqlite3.register_adapter(bool, int)
+
+
 # How long to wait between attempts at switching a database that another process is switching.
 WAL_RETRY_S = 0.01
 
