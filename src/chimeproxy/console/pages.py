@@ -227,9 +227,7 @@ def find(
     rows = store.sessions_of_number(
         connection, mine.pks, number, now, services.settings.retention_ms, FOUND_LIMIT
     )
-    found = store.interactions_of_number(
-        connection, mine.pks, number, [row["pk"] for row in rows], FOUND_LIMIT
-    )
+    found = store.interactions_of_number(connection, mine.pks, number, FOUND_LIMIT)
     return result | {
         "sessions": [_session(r, mine.connectors[r["voice_connector_pk"]], now) for r in rows],
         "interactions": [_interaction(r) for r in found],

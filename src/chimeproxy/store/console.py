@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, func, select, tuple_, update
+from sqlalchemy import Connection, RowMapping, and_, delete, func, or_, select, tuple_, update
 
 from chimeproxy.domain.lifecycle import ACTIVE
 from chimeproxy.store import expiry
@@ -274,25 +274,34 @@ def sessions_of_number(
 
 
 def interactions_of_number(
-    connection: Connection,
-    pks: Collection[int],
-    number: str,
-    session_pks: Collection[int],
-    limit: int,
+    connection: Connection, pks: Collection[int], number: str, limit: int
 ) -> list[RowMapping]:
-    """Interactions where `number` called or is the proxy number, or of the sessions
-    `session_pks` (the number's: that covers it being called too), newest first."""
-    conditions = [it.caller == number, it.proxy_number == number]
-    if session_pks:
-        conditions.append(it.session_pk.in_(list(session_pks)))
-    found: dict[int, RowMapping] = {}
-    for condition in conditions:
-        query = (
-            _interactions()
-            .where(condition, it.voice_connector_pk.in_(list(pks)))
-            .order_by(it.started_at.desc())
-            .limit(limit)
+    """Interactions where `number` called, was called or is the proxy number, newest first.
+
+    A contact in a session is one of its participants calling or texting its proxy number
+    (domain.routing), so it is found through the sessions `number` is in (their participant
+    and proxy-number indexes, then `ix_interactions_session`). Only contacts out of session
+    are found by their own caller and proxy number, on the partial indexes kept for them
+    (store/schema.py). Scoped to the connectors `pks` through the sessions (a session's
+    contacts are its connector's) and on the contacts out of session."""
+    number_sessions = proxy_sessions.alias("number_sessions")
+    ns = number_sessions.c
+    in_session = it.session_pk.in_(
+        select(ns.pk).where(
+            or_(ns.participant_1 == number, ns.participant_2 == number, ns.proxy_number == number),
+            # `+ 0`: the connector is checked on the sessions found, never used to find them.
+            # Without statistics SQLite takes an equality on the connector's index for as
+            # selective as one on a number's, and would read all of its sessions.
+            (ns.voice_connector_pk + 0).in_(list(pks)),
         )
+    )
+    out_of_session = [
+        and_(it.session_pk.is_(None), column == number, it.voice_connector_pk.in_(list(pks)))
+        for column in (it.caller, it.proxy_number)
+    ]
+    found: dict[int, RowMapping] = {}
+    for condition in [in_session, *out_of_session]:
+        query = _interactions().where(condition).order_by(it.started_at.desc()).limit(limit)
         for row in connection.execute(query).mappings():
             found[row["pk"]] = row
     rows = sorted(found.values(), key=lambda r: (r["started_at"], r["id"]), reverse=True)

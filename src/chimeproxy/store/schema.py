@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 
 metadata = MetaData()
@@ -234,9 +235,25 @@ interactions = Table(
     Index("ix_interactions_session", "session_pk", "started_at", "id"),
     Index("ix_interactions_connector", "voice_connector_pk", "started_at", "id"),
     Index("ix_interactions_started", "started_at"),
-    # The console's "find a number": a caller's contacts, a proxy number's contacts.
-    Index("ix_interactions_caller", "caller", "started_at"),
-    Index("ix_interactions_proxy_number", "proxy_number", "started_at"),
+    # The console's "find a number", for contacts out of session (strangers, refusals): a
+    # caller's, a proxy number's. Partial: a contact in a session is found through that
+    # session (store/console.py), so the routing of a call or text in session writes neither
+    # index. Each was a random page for every routed contact to change and copy to the WAL:
+    # about a sixth of a `/route` (docs/performance.md, ninth pass).
+    Index(
+        "ix_interactions_stranger_caller",
+        "caller",
+        "started_at",
+        sqlite_where=text("session_pk IS NULL"),
+        postgresql_where=text("session_pk IS NULL"),
+    ),
+    Index(
+        "ix_interactions_stranger_proxy_number",
+        "proxy_number",
+        "started_at",
+        sqlite_where=text("session_pk IS NULL"),
+        postgresql_where=text("session_pk IS NULL"),
+    ),
 )
 
 # Who sent an opt-out keyword (STOP, ...) to which proxy number: messages relayed from that
