@@ -239,7 +239,7 @@ interactions = Table(
     # caller's, a proxy number's. Partial: a contact in a session is found through that
     # session (store/console.py), so the routing of a call or text in session writes neither
     # index. Each was a random page for every routed contact to change and copy to the WAL:
-    # about a sixth of a `/route` (docs/performance.md, ninth pass).
+    # together about a tenth of a `/route`'s CPU (docs/performance.md, ninth pass).
     Index(
         "ix_interactions_stranger_caller",
         "caller",
