@@ -6,16 +6,18 @@ plans each database chooses."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import insert, text
 
 from chimeproxy.store.console import interactions_of_number
 from chimeproxy.store.database import Database
-from chimeproxy.store.schema import interactions, proxy_sessions, voice_connectors
+from chimeproxy.store.schema import interactions, proxy_sessions
 from tests.integration.helpers import postgres_database
+from tests.unit.store_rows import add_voice_connector, recorded_statements
 
 NOW = 1_800_000_000_000
 DRIVER, RIDER, PROXY = "+14255550100", "+13605550100", "+12065550100"
@@ -36,21 +38,10 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
             db.dispose()
 
 
-def _url(kind: str, tmp_path: Path) -> Any:
+def _url(kind: str, tmp_path: Path) -> AbstractContextManager[str]:
     if kind == "postgresql":
         return postgres_database()
-    return _fixed(f"sqlite:///{tmp_path / 'find.db'}")
-
-
-class _fixed:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __enter__(self) -> str:
-        return self.url
-
-    def __exit__(self, *_: object) -> None:
-        return None
+    return nullcontext(f"sqlite:///{tmp_path / 'find.db'}")
 
 
 def _session(pk: int, first: str, second: str, proxy: str, created: int) -> dict[str, Any]:
@@ -93,19 +84,7 @@ def _contact(
 
 def _seed(db: Database) -> None:
     with db.write() as connection:
-        connection.execute(
-            insert(voice_connectors).values(
-                pk=1,
-                account="111122223333",
-                region="us-east-1",
-                id="abcdefghijklmnopqrstuv",
-                name="rides",
-                aws_region="us-east-1",
-                require_encryption=False,
-                created_at=0,
-                updated_at=0,
-            )
-        )
+        add_voice_connector(connection, name="rides")
         connection.execute(
             insert(proxy_sessions),
             [
@@ -177,16 +156,8 @@ def test_each_look_up_reads_an_index(database: Database) -> None:
     """No look-up of "find a number" reads a whole table or all of a connector's contacts:
     without statistics, SQLite was drawn to the connector's index of contacts, which also
     gives their order, and would have read every contact of the connector."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, parameters))
-
-    event.listen(database.engine, "before_cursor_execute", record)
-    try:
+    with recorded_statements(database) as seen:
         _found(database, PROXY)
-    finally:
-        event.remove(database.engine, "before_cursor_execute", record)
     selects = [(s, p) for s, p in seen if s.lstrip().startswith("SELECT")]
     assert len(selects) == 3, selects
     plans = [_explain(database, statement, parameters) for statement, parameters in selects]

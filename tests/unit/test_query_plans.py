@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, update
+from sqlalchemy import insert, update
 
 from chimeproxy.store.database import Database
 from chimeproxy.store.phone_numbers import purge_deleted
 from chimeproxy.store.prepared import Prepared
 from chimeproxy.store.proxy import _candidate_statements, _session_page, close_expired_sessions
-from chimeproxy.store.schema import phone_numbers, proxy_sessions, voice_connectors
+from chimeproxy.store.schema import phone_numbers, proxy_sessions
 from chimeproxy.store.stats import session_counts
 from tests.integration.helpers import postgres_database
+from tests.unit.store_rows import add_voice_connector, recorded_statements
 
 POOL = 2_000
 PAIR_HAD = ["+12065550007", "+12065551234", "+12065551999"]
@@ -48,19 +48,7 @@ def postgres_pool() -> Iterator[Database]:
 
 def _fill_pool(db: Database) -> None:
     with db.write() as connection:
-        connection.execute(
-            insert(voice_connectors).values(
-                pk=1,
-                account="111122223333",
-                region="us-east-1",
-                id="abcdefghijklmnopqrstuv",
-                name="pool",
-                aws_region="us-east-1",
-                require_encryption=False,
-                created_at=0,
-                updated_at=0,
-            )
-        )
+        add_voice_connector(connection, name="pool")
         connection.execute(
             insert(phone_numbers),
             [
@@ -185,7 +173,7 @@ def test_on_postgresql_a_sweep_step_finds_expired_sessions_on_their_index(
         driver = connection.connection.driver_connection
         assert driver is not None
         driver.execute("ANALYZE proxy_sessions")
-        with _recorded(postgres_pool) as seen:
+        with recorded_statements(postgres_pool) as seen:
             assert close_expired_sessions(connection, NOW, limit=100) == 0
         [(statement, parameters)] = [s for s in seen if s[0].startswith("UPDATE")]
         rows = driver.execute(f"EXPLAIN ANALYZE {statement}", parameters).fetchall()
@@ -231,7 +219,7 @@ def _purge_queued_deletions(db: Database) -> tuple[str, Any]:
                 .where(phone_numbers.c.e164 == e164)
                 .values(status="DeleteInProgress", deletion_at=deletion_at)
             )
-    with db.write() as connection, _recorded(db) as seen:
+    with db.write() as connection, recorded_statements(db) as seen:
         assert purge_deleted(connection, NOW, limit=100) == 3
     with db.read() as connection:
         left = connection.execute(
@@ -290,7 +278,7 @@ def test_a_page_of_sessions_reads_the_listing_index_in_order(
 def test_the_session_gauges_count_the_active_sessions_on_their_index(db: Database) -> None:
     """A scrape counts the live sessions by their index and Closed as the rest of the table's
     row count: grouping every row by its effective status sorted the whole table."""
-    with db.read() as connection, _recorded(db) as seen:
+    with db.read() as connection, recorded_statements(db) as seen:
         assert session_counts(connection, 1) == {"Open": 0, "InProgress": 0, "Closed": 0}
     plans = [
         _explain(db, statement, parameters)
@@ -301,21 +289,6 @@ def test_the_session_gauges_count_the_active_sessions_on_their_index(db: Databas
     assert not any("TEMP B-TREE" in plan for plan in plans), plans
     grouped = next(plan for plan in plans if "ix_proxy_sessions_open" in plan)
     assert "SEARCH proxy_sessions USING COVERING INDEX ix_proxy_sessions_open" in grouped, plans
-
-
-@contextmanager
-def _recorded(db: Database) -> Iterator[list[tuple[str, Any]]]:
-    """The statements (and their parameters) the database runs while the block runs."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, parameters))
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
 
 
 def _explain(db: Database, sql: str, arguments: Any) -> str:
