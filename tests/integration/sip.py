@@ -40,15 +40,29 @@ STRANGER = "127.0.0.2"  # an address outside the trunk
 GATEWAYS = "127.0.0.3"  # where the operator's gateways listen
 
 
+# The tests' SIP listeners (edges, phones, gateways) take ports above the usual ephemeral range
+# (32768-60999), as the edge takes its control ports below it (dataplane/edge/command.py): a
+# port picked inside that range could be taken by any outgoing connection or bind(0) before its
+# listener binds it, and a gateway SIPp once found its port so taken. Each pytest-xdist worker
+# has a block of its own. The media blocks (next_media_ports) lie below 52000, and
+# test_sip_media.py's phones take their RTP ports at 61000 and 62000.
+TEST_PORTS_LOW = 63000
+TEST_PORTS_BLOCK = 300  # 8 workers' blocks end at 65399
+_test_ports = itertools.count()
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP on `host` (listeners of several transports share it),
-    whose next port is free for TCP too (an edge adds its TLS listener there)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-        if port < 65535 and all(tcp_port_free(host, candidate) for candidate in (port, port + 1)):
+    whose next port is free for TCP too (an edge adds its TLS listener there), from this
+    worker's block."""
+    base = TEST_PORTS_LOW + _xdist_worker() % 8 * TEST_PORTS_BLOCK
+    for _ in range(TEST_PORTS_BLOCK):
+        port = base + next(_test_ports) % (TEST_PORTS_BLOCK - 1)  # port + 1 stays in the block
+        if not udp_port_taken(port, host) and all(
+            tcp_port_free(host, candidate) for candidate in (port, port + 1)
+        ):
             return port
+    raise OSError(f"no free port on {host} in {base}-{base + TEST_PORTS_BLOCK - 1}")
 
 
 def tcp_port_free(host: str, port: int) -> bool:
