@@ -64,3 +64,37 @@ def test_the_header_timeout_closes_slow_headers_but_not_an_idle_keep_alive_conne
         assert kept.recv(1) == b""
         for sock in (kept, slow):
             sock.close()
+
+
+def test_answers_finished_together_all_leave_and_none_waits_behind_a_request_in_progress(
+    tmp_path: Path,
+) -> None:
+    """Under load, the answers finished in one turn of the event loop leave together at its end
+    (connections.CoalescingTransport): each must still leave, and one must not be held while
+    another request is in progress but has nothing to send (its body still on the way)."""
+    server = ChimeProxyServer(database=database_url(tmp_path), log_path=tmp_path / "server.log")
+    with running(server):
+        waiting_body = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        waiting_body.sendall(
+            b"POST /voice-connectors HTTP/1.1\r\nHost: chimeproxy\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"Name":'
+        )
+        time.sleep(0.2)  # its request is now in progress, reading its body
+        together = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(24)
+        ]
+        started = time.monotonic()
+        for sock in together:  # all in flight at once: answered in the same turns
+            sock.sendall(HEALTH)
+        for sock in together:
+            assert read_answer(sock).startswith(b"HTTP/1.1 200")
+        assert time.monotonic() - started < 2
+        alone = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        started = time.monotonic()
+        alone.sendall(HEALTH)  # answered while the first request still waits for its body
+        assert read_answer(alone).startswith(b"HTTP/1.1 200")
+        assert time.monotonic() - started < 1
+        waiting_body.sendall(b' "x"}'.ljust(92))  # the rest of its 100 bytes
+        assert read_answer(waiting_body).startswith(b"HTTP/1.1 4")  # unsigned: refused
+        for sock in (waiting_body, alone, *together):
+            sock.close()

@@ -62,13 +62,32 @@ def test_the_writes_of_one_turn_leave_as_one_write_in_order() -> None:
     run(test)
 
 
+def test_the_answers_of_one_turn_leave_at_its_end_in_the_order_they_began() -> None:
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        order: list[bytes] = []
+        raws = [Recording(), Recording(), Recording()]
+        for raw in raws:
+            raw.write = order.append  # type: ignore[method-assign]
+        first, second, third = (CoalescingTransport(raw, loop) for raw in raws)  # type: ignore[arg-type]
+        second.write(b"second")
+        first.write(b"first")
+        third.write(b"third")
+        first.write(b" again")
+        assert order == []  # none leaves before the turn's end
+        await asyncio.sleep(0)
+        assert order == [b"second", b"first again", b"third"]
+
+    run(test)
+
+
 def test_flush_sends_at_once_and_the_scheduled_flush_then_finds_nothing() -> None:
     async def test() -> None:
         raw = Recording()
         transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
         transport.write(b"head")
         transport.write(b"body")
-        transport.flush()  # what the protocol does when a response completes
+        transport.flush()  # what the protocol does when a response completes alone
         assert raw.writes == [b"headbody"]
         await asyncio.sleep(0)
         assert raw.writes == [b"headbody"]
