@@ -28,6 +28,7 @@ import asyncio
 import functools
 import logging
 import resource
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ _starting = False
 # This process's connections with no request in progress, longest idle first (a dict keeps
 # insertion order: a connection that becomes idle again goes to the end).
 _idle: dict[LimitedHttpProtocol, None] = {}
+# The longest an answer waits for the others of its turn (HeldAnswers): a turn of slow requests
+# (creates, about 0.5 ms each) must not hold its first answers for the whole turn.
+MAX_HOLD_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,21 +180,14 @@ def over_limit_error() -> ServiceUnavailableException:
 
 
 class CoalescingTransport:
-    """A connection's transport whose writes made in one turn of the event loop leave as one,
-    at the end of that turn.
+    """A connection's transport whose writes made in one turn of the event loop leave as one.
 
     uvicorn writes a response's status line and headers, then its body: two `write` calls,
     each a system call that carries a TCP segment through the network stack (on loopback,
     through the receiver's side too). A whole response now costs one: a Get spent about a
-    third of its HTTP time in those writes (docs/performance.md).
-
-    The responses completed in one turn then leave together, back to back, once the turn's
-    other requests have run (as Redis writes its replies before its event loop sleeps), not
-    each as it completes. A write that finds its reader asleep wakes it, and on loopback that
-    wake-up runs on the writer's CPU; the turn's later writes find the reader already awake.
-    Under load, a Get cost a quarter less CPU and its p99 fell (docs/performance.md, tenth
-    pass). A response waits at most for the rest of its turn, which START_BATCH keeps short;
-    alone in its turn, it leaves at once. Buffered bytes also leave before the connection
+    third of its HTTP time in those writes (docs/performance.md). Buffered bytes leave when the
+    protocol sends a finished answer (at once, or with the others of its turn: HeldAnswers),
+    at the end of the loop's turn otherwise (a streamed body), and before the connection
     closes; everything else is the transport's own."""
 
     __slots__ = ("_flush_scheduled", "_loop", "_pending", "transport")
@@ -245,6 +242,41 @@ class CoalescingTransport:
         return getattr(self.transport, name)
 
 
+class HeldAnswers:
+    """Finished answers held for the end of the loop's turn, to leave together, back to back.
+
+    A write that finds its reader asleep wakes it, and on loopback that wake-up runs on the
+    writer's CPU; the turn's later writes find the reader already awake. Under load, a Get cost
+    a quarter less CPU and its p99 fell (docs/performance.md, tenth pass), as Redis writes its
+    replies just before its event loop sleeps. The first answer held is sent no later than
+    `max_hold_s` after it was held: the next answer finished after that sends every held one."""
+
+    __slots__ = ("_since", "_transports", "max_hold_s")
+
+    def __init__(self, max_hold_s: float) -> None:
+        self.max_hold_s = max_hold_s
+        self._transports: list[CoalescingTransport] = []
+        self._since = 0.0
+
+    def hold(self, transport: CoalescingTransport, loop: asyncio.AbstractEventLoop) -> None:
+        now = time.monotonic()
+        if not self._transports:
+            self._since = now
+            loop.call_soon(self.send)
+        self._transports.append(transport)
+        if now - self._since >= self.max_hold_s:
+            self.send()
+
+    def send(self) -> None:
+        """Send every held answer, in the order they were finished."""
+        transports, self._transports = self._transports, []
+        for transport in transports:
+            transport.flush()  # nothing left to send after close or abort
+
+
+_held = HeldAnswers(MAX_HOLD_S)
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout and a connection limit (see the
     module's docstring)."""
@@ -287,11 +319,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
+        transport: CoalescingTransport = self.transport  # type: ignore[assignment]
         if len(self.tasks) <= 1 and not _waiting:
-            # The only request in progress: no other response can join it this turn, and
-            # waiting for the turn's end would only cost the loop another turn.
-            self.transport.flush()  # type: ignore[attr-defined]
-        # Otherwise it leaves with the others of this turn, at its end (CoalescingTransport).
+            # The only request in progress: no other answer can join it this turn, and
+            # holding it would only cost the loop another turn.
+            transport.flush()
+        else:
+            _held.hold(transport, self.loop)
         super().on_response_complete()
         idle = self.cycle is None or self.cycle.response_complete  # no pipelined request next
         if idle and not self.transport.is_closing():

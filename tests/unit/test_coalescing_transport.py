@@ -1,12 +1,15 @@
 """connections.CoalescingTransport: a response's writes leave as one, none is lost or
-reordered, and nothing is held back past the loop's turn or the connection's end."""
+reordered, and nothing is held back past the loop's turn or the connection's end; and
+connections.HeldAnswers: the answers finished in one turn leave together, at its end or once
+the first has waited long enough."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from chimeproxy.connections import CoalescingTransport
+from chimeproxy.connections import CoalescingTransport, HeldAnswers
 
 
 class Recording:
@@ -135,5 +138,44 @@ def test_everything_else_is_the_transports() -> None:
         assert transport.get_write_buffer_size() == 7 + 5
         assert not transport.is_closing()
         transport.flush()
+
+    run(test)
+
+
+def test_answers_held_in_one_turn_leave_at_its_end_in_the_order_finished() -> None:
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        order: list[bytes] = []
+        raws = [Recording(), Recording()]
+        for raw in raws:
+            raw.write = order.append  # type: ignore[method-assign]
+        first, second = (CoalescingTransport(raw, loop) for raw in raws)  # type: ignore[arg-type]
+        held = HeldAnswers(max_hold_s=60)
+        for transport, answer in ((first, b"first"), (second, b"second")):
+            transport.write(answer)  # as the protocol does: the answer, then it is finished
+            held.hold(transport, loop)
+        assert order == []
+        await asyncio.sleep(0)
+        assert order == [b"first", b"second"]
+
+    run(test)
+
+
+def test_the_answer_finished_after_the_longest_hold_sends_every_held_one() -> None:
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        raws = [Recording(), Recording(), Recording()]
+        first, second, third = (CoalescingTransport(raw, loop) for raw in raws)  # type: ignore[arg-type]
+        held = HeldAnswers(max_hold_s=0.05)
+        for transport, answer in ((first, b"1"), (second, b"2"), (third, b"3")):
+            transport.write(answer)
+        held.hold(first, loop)
+        held.hold(second, loop)
+        assert [raw.writes for raw in raws] == [[], [], []]
+        time.sleep(0.06)  # the turn ran long: the first answer has waited its longest
+        held.hold(third, loop)
+        assert [raw.writes for raw in raws] == [[b"1"], [b"2"], [b"3"]]
+        await asyncio.sleep(0)  # the turn's end finds nothing more to send
+        assert [raw.writes for raw in raws] == [[b"1"], [b"2"], [b"3"]]
 
     run(test)
