@@ -55,6 +55,10 @@ class EndpointTable:
     def __init__(self) -> None:
         self._fixed: dict[tuple[str, str], Endpoint] = {}
         self._templated: list[_Entry] = []
+        # Per method, its templates as one alternation, and for the number of the last group
+        # of each alternative, its entry and the number of its first group: one `fullmatch`
+        # a request, instead of one per template (every API request is tried here first).
+        self._alternations: dict[str, tuple[re.Pattern[str], dict[int, tuple[_Entry, int]]]] = {}
 
     def add(self, method: str, template: str, endpoint: Endpoint) -> None:
         labels = tuple(_LABEL.findall(template))
@@ -69,21 +73,39 @@ class EndpointTable:
             re.escape(part) if i % 2 == 0 else "([^/]+)" for i, part in enumerate(parts)
         )
         self._templated.append(_Entry(method, re.compile(regex), labels, endpoint))
+        self._alternations[method] = self._alternation(method)
+
+    def _alternation(self, method: str) -> tuple[re.Pattern[str], dict[int, tuple[_Entry, int]]]:
+        """The method's templates in the order added, so that the first added that matches
+        wins, as if each were tried in turn."""
+        entries = [entry for entry in self._templated if entry.method == method]
+        by_last_group: dict[int, tuple[_Entry, int]] = {}
+        groups = 0
+        for entry in entries:
+            by_last_group[groups + len(entry.labels)] = (entry, groups + 1)
+            groups += len(entry.labels)
+        pattern = "|".join(f"(?:{entry.pattern.pattern})" for entry in entries)
+        return re.compile(pattern), by_last_group
 
     def match(self, method: str, raw_path: str) -> tuple[Endpoint, dict[str, str]] | None:
         endpoint = self._fixed.get((method, raw_path))
         if endpoint is not None:
             return endpoint, {}
-        for entry in self._templated:
-            if entry.method != method:
-                continue
-            found = entry.pattern.fullmatch(raw_path)
-            if found:
-                return entry.endpoint, {
-                    name: unquote(value)
-                    for name, value in zip(entry.labels, found.groups(), strict=True)
-                }
-        return None
+        alternation = self._alternations.get(method)
+        if alternation is None:
+            return None
+        pattern, by_last_group = alternation
+        found = pattern.fullmatch(raw_path)
+        if found is None:
+            return None
+        # Every template has a label, so the alternative that matched holds the last group.
+        entry, first = by_last_group[found.lastindex]  # type: ignore[index]
+        values = found.group(*range(first, first + len(entry.labels)))
+        if len(entry.labels) == 1:
+            values = (values,)
+        return entry.endpoint, {
+            name: unquote(value) for name, value in zip(entry.labels, values, strict=True)
+        }
 
     def paths(self) -> list[tuple[str, str]]:
         """(method, path or pattern) of every endpoint, for error messages and docs."""
