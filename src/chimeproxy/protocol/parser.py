@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
 from botocore.model import OperationModel, Shape
 
 from chimeproxy.protocol.errors import BadRequestException, UnsupportedMediaTypeException
-from chimeproxy.protocol.validate import invalid, validate
+from chimeproxy.protocol.validate import Check, invalid, validator
 
 _INTEGER = re.compile(r"-?[0-9]{1,18}\Z")
 MAX_JSON_DEPTH = 32
@@ -40,6 +42,51 @@ _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _REPLACEMENT = "\ufffd"
 
 
+@dataclass(frozen=True, slots=True)
+class _InputPlan:
+    """Where each input member of an operation comes from, and its checks, read from the model
+    once per operation instead of on every request."""
+
+    uri: tuple[tuple[str, str, Shape], ...]  # (member, label, shape)
+    query: tuple[tuple[str, str, Shape], ...]  # (member, parameter, shape)
+    header: tuple[tuple[str, str, Shape], ...]  # (member, lower-case header name, shape)
+    body: tuple[str, ...]  # members in the JSON body
+    body_required: bool  # whether a body member is required
+    validate: Check
+    check_values: Check
+
+
+@cache
+def _plan(operation: OperationModel) -> _InputPlan | None:
+    shape = operation.input_shape
+    if shape is None:
+        return None
+    uri: list[tuple[str, str, Shape]] = []
+    query: list[tuple[str, str, Shape]] = []
+    header: list[tuple[str, str, Shape]] = []
+    body: list[str] = []
+    for name, member in shape.members.items():
+        location = member.serialization.get("location")
+        wire_name = member.serialization.get("name", name)
+        if location == "uri":
+            uri.append((name, wire_name, member))
+        elif location == "querystring":
+            query.append((name, wire_name, member))
+        elif location == "header":
+            header.append((name, wire_name.lower(), member))
+        else:
+            body.append(name)
+    return _InputPlan(
+        tuple(uri),
+        tuple(query),
+        tuple(header),
+        tuple(body),
+        bool(set(shape.required_members) & set(body)),
+        validator(shape),
+        _value_checker(shape),
+    )
+
+
 def parse_input(
     operation: OperationModel,
     labels: Mapping[str, str],
@@ -48,41 +95,33 @@ def parse_input(
     body: bytes,
 ) -> dict[str, Any]:
     """Collect and validate the input members; raise BadRequestException naming what is wrong."""
-    shape = operation.input_shape
-    if shape is None:
+    plan = _plan(operation)
+    if plan is None:
         return {}
     params: dict[str, Any] = {}
-    body_members: dict[str, Shape] = {}
-    for name, member in shape.members.items():
-        location = member.serialization.get("location")
-        wire_name = member.serialization.get("name", name)
-        if location == "uri":
-            if wire_name in labels:
-                params[name] = _convert(member, labels[wire_name], name)
-        elif location == "querystring":
-            values = [v for k, v in query if k == wire_name]
-            if values:
-                if member.type_name == "list":
-                    params[name] = [_convert_query(member.member, v, name) for v in values]
-                else:
-                    params[name] = _convert_query(member, values[-1], name)
-        elif location == "header":
-            if wire_name.lower() in headers:
-                params[name] = _convert(member, headers[wire_name.lower()], name)
-        else:
-            body_members[name] = member
-    if body_members:
+    for name, label, member in plan.uri:
+        if label in labels:
+            params[name] = _convert(member, labels[label], name)
+    for name, parameter, member in plan.query:
+        values = [v for k, v in query if k == parameter]
+        if values:
+            if member.type_name == "list":
+                params[name] = [_convert_query(member.member, v, name) for v in values]
+            else:
+                params[name] = _convert_query(member, values[-1], name)
+    for name, header, member in plan.header:
+        if header in headers:
+            params[name] = _convert(member, headers[header], name)
+    if plan.body:
         if body.strip():
             check_content_type(headers.get("content-type"))
-        document = parse_json_body(
-            body, required=bool(set(shape.required_members) & body_members.keys())
-        )
-        for name in body_members:
+        document = parse_json_body(body, required=plan.body_required)
+        for name in plan.body:
             value = document.get(name)
             if value is not None:
                 params[name] = value
-    validate(shape, params, "")
-    _check_values(shape, params, "")
+    plan.validate(params, "")
+    plan.check_values(params, "")
     return params
 
 
@@ -184,26 +223,60 @@ def _convert(shape: Shape, raw: str, name: str) -> Any:
     return raw
 
 
-def _check_values(shape: Shape, value: Any, path: str) -> None:
-    """What `validate` leaves to the wire layer: integers within the member type's range (the
-    database stores 64 bits) and strings free of NUL (PostgreSQL text cannot hold one)."""
+@cache
+def _value_checker(shape: Shape) -> Check:
+    """What `validate` leaves to the wire layer, compiled as `validator` is: integers within the
+    member type's range (the database stores 64 bits) and strings free of NUL (PostgreSQL text
+    cannot hold one)."""
     kind = shape.type_name
-    if kind == "structure" and isinstance(value, dict):
-        for name, member in shape.members.items():
-            member_value = value.get(name)
-            if member_value is not None:
-                _check_values(member, member_value, f"{path}.{name}" if path else name)
-    elif kind == "list" and isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_values(shape.member, item, f"{path}[{index}]")
-    elif kind == "map" and isinstance(value, dict):
-        for key, item in value.items():
-            _check_values(shape.key, key, f"{path}.<key>")
-            _check_values(shape.value, item, f"{path}.<value>")
-    elif kind == "string" and isinstance(value, str):
-        if "\x00" in value:
-            raise invalid(path, "must not contain NUL characters")
-    elif kind in _INT_RANGES and isinstance(value, int):
+    if kind == "structure":
+        members = tuple((name, _value_checker(member)) for name, member in shape.members.items())
+
+        def check_structure(value: Any, path: str) -> None:
+            if isinstance(value, dict):
+                for name, check in members:
+                    member_value = value.get(name)
+                    if member_value is not None:
+                        check(member_value, f"{path}.{name}" if path else name)
+
+        return check_structure
+    if kind == "list":
+        check_item = _value_checker(shape.member)
+
+        def check_list(value: Any, path: str) -> None:
+            if isinstance(value, list):
+                for index, item in enumerate(value):
+                    check_item(item, f"{path}[{index}]")
+
+        return check_list
+    if kind == "map":
+        check_key = _value_checker(shape.key)
+        check_value = _value_checker(shape.value)
+
+        def check_map(value: Any, path: str) -> None:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    check_key(key, f"{path}.<key>")
+                    check_value(item, f"{path}.<value>")
+
+        return check_map
+    if kind == "string":
+        return _check_no_nul
+    if kind in _INT_RANGES:
         low, high, bits = _INT_RANGES[kind]
-        if not low <= value <= high:
-            raise invalid(path, f"must be from {low} to {high} (a {bits}-bit integer)")
+
+        def check_integer(value: Any, path: str) -> None:
+            if isinstance(value, int) and not low <= value <= high:
+                raise invalid(path, f"must be from {low} to {high} (a {bits}-bit integer)")
+
+        return check_integer
+    return _nothing_to_check
+
+
+def _check_no_nul(value: Any, path: str) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise invalid(path, "must not contain NUL characters")
+
+
+def _nothing_to_check(value: Any, path: str) -> None:
+    return None
