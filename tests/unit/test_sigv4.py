@@ -506,6 +506,27 @@ def test_wrong_terminator() -> None:
     assert "'aws4_request'" in info.value.message
 
 
+def test_parsed_scopes_are_kept_but_a_malformed_one_is_refused_every_time() -> None:
+    """The credential scope and the signed-header list are parsed once per text (the same on
+    every request of a client's day); what is kept is what a fresh parse gives, and a text
+    that fails is not kept."""
+    wire = sign()
+    first = parse_request_auth(wire.query, wire.headers)
+    again = parse_request_auth(wire.query, wire.headers)
+    assert first is not None and again is not None
+    assert again.credential == first.credential and again.signed_headers == first.signed_headers
+    bad = wire.headers["authorization"].replace("/aws4_request", "/aws4_requesx")
+    for _ in range(2):
+        with pytest.raises(SigV4Error, match="'aws4_request'"):
+            parse_request_auth(wire.query, with_header(wire, "authorization", bad).headers)
+    repeated = wire.headers["authorization"].replace(
+        "SignedHeaders=host;", "SignedHeaders=host;host;"
+    )
+    for _ in range(2):
+        with pytest.raises(SigV4Error, match="more than once"):
+            parse_request_auth(wire.query, with_header(wire, "authorization", repeated).headers)
+
+
 # ---------------------------------------------------------------- signed headers and payload
 
 

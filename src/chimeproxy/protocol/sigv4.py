@@ -228,6 +228,9 @@ def _amz_date_from_http_date(value: str) -> str:
     return parsed.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+# A client sends the same credential scope and signed-header list on every request of a day:
+# each text is parsed once (the results are immutable; a malformed one raises every time).
+@functools.lru_cache(maxsize=256)
 def _parse_credential(text: str, source: str) -> Credential:
     parts = text.rsplit("/", 4)
     if len(parts) != 5 or not all(parts[:4]):
@@ -245,6 +248,7 @@ def _parse_credential(text: str, source: str) -> Credential:
     return Credential(access_key_id, date, region, service)
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_signed_headers(text: str, source: str) -> tuple[str, ...]:
     names = tuple(text.split(";"))
     if not all(names) or any(name != name.strip() for name in names):
