@@ -56,7 +56,7 @@ class EndpointTable:
         self._fixed: dict[tuple[str, str], Endpoint] = {}
         self._templated: list[_Entry] = []
         # Per method, its templates as one alternation, and for the number of the last group
-        # of each alternative, its entry and the number of its first group: one `fullmatch`
+        # of each alternative, its entry and the index of its first group: one `fullmatch`
         # a request, instead of one per template (every API request is tried here first).
         self._alternations: dict[str, tuple[re.Pattern[str], dict[int, tuple[_Entry, int]]]] = {}
 
@@ -82,7 +82,7 @@ class EndpointTable:
         by_last_group: dict[int, tuple[_Entry, int]] = {}
         groups = 0
         for entry in entries:
-            by_last_group[groups + len(entry.labels)] = (entry, groups + 1)
+            by_last_group[groups + len(entry.labels)] = (entry, groups)
             groups += len(entry.labels)
         pattern = "|".join(f"(?:{entry.pattern.pattern})" for entry in entries)
         return re.compile(pattern), by_last_group
@@ -100,9 +100,7 @@ class EndpointTable:
             return None
         # Every template has a label, so the alternative that matched holds the last group.
         entry, first = by_last_group[found.lastindex]  # type: ignore[index]
-        values = found.group(*range(first, first + len(entry.labels)))
-        if len(entry.labels) == 1:
-            values = (values,)
+        values = found.groups()[first : first + len(entry.labels)]
         return entry.endpoint, {
             name: unquote(value) for name, value in zip(entry.labels, values, strict=True)
         }

@@ -19,7 +19,7 @@ import orjson
 from botocore.model import OperationModel, Shape
 
 from chimeproxy.protocol.errors import BadRequestException, UnsupportedMediaTypeException
-from chimeproxy.protocol.validate import Check, invalid, validator
+from chimeproxy.protocol.validate import Check, invalid, nothing_to_check, validator
 
 _INTEGER = re.compile(r"-?[0-9]{1,18}\Z")
 MAX_JSON_DEPTH = 32
@@ -270,13 +270,9 @@ def _value_checker(shape: Shape) -> Check:
                 raise invalid(path, f"must be from {low} to {high} (a {bits}-bit integer)")
 
         return check_integer
-    return _nothing_to_check
+    return nothing_to_check
 
 
 def _check_no_nul(value: Any, path: str) -> None:
     if isinstance(value, str) and "\x00" in value:
         raise invalid(path, "must not contain NUL characters")
-
-
-def _nothing_to_check(value: Any, path: str) -> None:
-    return None

@@ -39,8 +39,9 @@ def validate(shape: Shape, value: Any, path: str) -> None:
 @cache
 def validator(shape: Shape) -> Check:
     """`shape`'s checks compiled once into closures: each request then runs them without
-    reading the model again (a Get's parse and validation took 5.6 µs of 59 interpreting it,
-    docs/performance.md). The model has no recursive shapes, so members are compiled eagerly."""
+    reading the model again (a Get's parsing and validation took 2.8 µs interpreting it, 1.7
+    compiled: docs/performance.md, tenth pass). The model has no recursive shapes, so members
+    are compiled eagerly."""
     kind = shape.type_name
     if kind == "structure":
         return _structure_validator(shape)
@@ -60,7 +61,7 @@ def validator(shape: Shape) -> Check:
         return _timestamp_validator
     if kind == "blob":
         return _blob_validator
-    return _anything
+    return nothing_to_check
 
 
 def _structure_validator(shape: Shape) -> Check:
@@ -174,7 +175,7 @@ def _blob_validator(value: Any, path: str) -> None:
         raise invalid(path, "must be a base64 string")
 
 
-def _anything(value: Any, path: str) -> None:
+def nothing_to_check(value: Any, path: str) -> None:
     return None
 
 
