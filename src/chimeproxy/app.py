@@ -278,6 +278,10 @@ class ChimeProxyApp:
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
         limit = self.settings.body_limit
         declared = headers.get("content-length")
+        if (declared is None or declared == "0") and "transfer-encoding" not in headers:
+            # No body (RFC 9112 6.3: a request's body is framed by one of the two headers): a
+            # Get asks the server for nothing more, saving a receive and its event per request.
+            return b""
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise RequestEntityTooLargeException(f"The request body is larger than {limit} bytes.")
         chunks: list[bytes] = []
