@@ -31,6 +31,7 @@ from chimeproxy.protocol.sigv4 import (
     SigV4Error,
     SigV4Verifier,
     _amz_date_epoch,
+    _authorization_components,
     _cached_query_string,
     _canonical_query,
     canonical_query_string,
@@ -714,6 +715,36 @@ def test_parsed_header_auth() -> None:
         presigned=False,
         expires=None,
     )
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        _AUTH,
+        _AUTH.replace(", ", ","),
+        _AUTH.replace("Credential=", "Credential=a=b"),
+        _AUTH.replace(", SignedHeaders", ",  SignedHeaders"),  # two spaces: the general parse
+        _AUTH.replace("AWS4-HMAC-SHA256 ", "AWS4-HMAC-SHA256  "),
+        _AUTH + " ",
+        "AWS4-HMAC-SHA256 Signature=01, Credential=AK/20240517/us-east-1/chime/aws4_request, "
+        "SignedHeaders=host",
+    ],
+)
+def test_the_common_authorization_form_reads_as_the_general_parse(authorization: str) -> None:
+    """The fast path for SDKs' own form and the general parse agree component for component
+    (the general one, written out here as the oracle, splits on commas and the first '=')."""
+    general = {}
+    for part in authorization.split(None, 1)[1].split(","):
+        name, _, value = part.partition("=")
+        general[name.strip()] = value.strip()
+    assert _authorization_components(authorization) == general
+
+
+def test_a_malformed_date_is_refused_every_time_it_is_sent() -> None:
+    """The date's parse is cached for good texts only: a bad one raises on every request."""
+    for _ in range(3):
+        with pytest.raises(SigV4Error):
+            parse_request_auth(b"", {"authorization": _AUTH, "x-amz-date": "20241317T123456Z"})
 
 
 # ---------------------------------------------------------------- secrecy

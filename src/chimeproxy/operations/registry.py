@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 Output = dict[str, Any] | None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request (see sigv4.SignedRequest).
+@dataclass(slots=True)
 class Context:
     """Who is asking, and the services a handler may use."""
 

@@ -9,8 +9,8 @@ import ipaddress
 import logging
 import re
 import stat
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from chimeproxy.protocol.errors import (
@@ -222,7 +222,7 @@ class Authenticator:
                 secret_access_key=known.secret_access_key,
                 # The real wall clock, never the --clock-control one: a test that moves the
                 # service's clock a day ahead must not make every signature look stale.
-                now=datetime.now(UTC),
+                now=time.time(),
             )
         except SigV4Error as exc:
             raise _SIGV4_ERRORS.get(exc.code, InvalidSignatureException)(exc.message) from exc

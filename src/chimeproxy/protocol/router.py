@@ -35,7 +35,8 @@ class Route:
         return itemgetter(*positions), expected
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request (see sigv4.SignedRequest).
+@dataclass(slots=True)
 class Match:
     operation: OperationModel
     labels: dict[str, str]
