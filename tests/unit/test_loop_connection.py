@@ -86,3 +86,41 @@ def test_an_invalidated_connection_is_replaced(db: Database) -> None:
         assert_a_working_replacement(db, kept)
 
     asyncio.run(on_the_loop())
+
+
+def test_a_first_row_runs_on_the_kept_connection_and_gives_it_back(db: Database) -> None:
+    """`first_row`, every Get's statement: on the loop, the kept connection (the only one that
+    sees its own temporary table), free again afterwards even when the statement fails;
+    inside a transaction on it, and in other threads, a pooled one."""
+
+    async def on_the_loop() -> None:
+        kept = keep_one(db)
+        kept.execute("CREATE TEMP TABLE mine (x)")
+        kept.execute("INSERT INTO mine VALUES (7)")
+        assert db.first_row("SELECT x FROM mine WHERE x = ?", (7,)) == (7,)
+        assert db.first_row("SELECT x FROM mine WHERE x = ?", (8,)) is None
+        assert not db._loop_connection.in_use
+        with pytest.raises(Exception, match="no such table"):
+            db.first_row("SELECT * FROM nowhere", ())
+        assert not db._loop_connection.in_use
+        with db.driver_connection() as connection:  # a transaction holds the kept one
+            assert driver(connection) is kept
+            with pytest.raises(Exception, match="no such table: mine"):
+                db.first_row("SELECT x FROM mine", ())
+            assert db.first_row("SELECT 2", ()) == (2,)
+            assert db._loop_connection.in_use
+        errors: list[Exception] = []
+
+        def in_a_thread() -> None:
+            try:
+                db.first_row("SELECT x FROM mine", ())
+            except Exception as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=in_a_thread)
+        thread.start()
+        thread.join()
+        assert "no such table: mine" in str(errors[0])
+        assert db.first_row("SELECT x FROM mine", ()) == (7,)
+
+    asyncio.run(on_the_loop())

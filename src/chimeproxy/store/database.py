@@ -328,19 +328,44 @@ class Database:
         returned afterwards. The caller leaves no transaction open. A failed connect is
         raised as SQLAlchemy's `Engine.connect` raises it (the pool hands the driver's own
         error on), for the 503 rules."""
-        kept = self._loop_connection
-        if kept.thread == threading.get_ident() and not kept.in_use:
-            connection = kept.take(self.engine)
+        connection = self._take_kept()
+        if connection is not None:
             try:
                 yield connection
             finally:
-                kept.in_use = False
+                self._loop_connection.in_use = False
             return
         connection = _pooled(self.engine)
         try:
             yield connection
         finally:
             connection.close()
+
+    def first_row(self, sql: str, arguments: Any) -> tuple[Any, ...] | None:
+        """The first row of one statement, run outside any transaction on the connection
+        `driver_connection` would lend. Every Get's only statement: on the loop's kept
+        connection it runs without the context manager's generator around it."""
+        connection = self._take_kept()
+        if connection is not None:
+            try:
+                # SQLite's own shortcut: a cursor made, run and read in one call.
+                return connection.dbapi_connection.execute(sql, arguments).fetchone()  # type: ignore[no-any-return,union-attr]
+            finally:
+                self._loop_connection.in_use = False
+        with self.driver_connection() as pooled:
+            cursor = pooled.cursor()
+            try:
+                cursor.execute(sql, arguments)
+                return cursor.fetchone()  # type: ignore[no-any-return]
+            finally:
+                cursor.close()
+
+    def _take_kept(self) -> PoolProxiedConnection | None:
+        """The loop's kept connection, now in use, when this is the loop and it is free."""
+        kept = self._loop_connection
+        if kept.thread == threading.get_ident() and not kept.in_use:
+            return kept.take(self.engine)
+        return None
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers a query."""

@@ -132,13 +132,7 @@ class PreparedQuery(Prepared):
         # The driver's own errors, and those the pool wraps (a failed connect, say).
         errors = (dialect.loaded_dbapi.Error, DBAPIError)
         try:
-            with db.driver_connection() as connection:
-                cursor = connection.cursor()
-                try:
-                    cursor.execute(compiled.sql, arguments)
-                    return cursor.fetchone()  # type: ignore[no-any-return]
-                finally:
-                    cursor.close()
+            return db.first_row(compiled.sql, arguments)
         except errors:
             return None
 
