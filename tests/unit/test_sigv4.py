@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import socketserver
 import threading
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ from chimeproxy.protocol.sigv4 import (
     SIGNATURE_MISMATCH_MESSAGE,
     Credential,
     SignedRequest,
+    SigningKey,
     SigV4Error,
     SigV4Verifier,
     _amz_date_epoch,
@@ -717,6 +719,16 @@ def test_parsed_header_auth() -> None:
     )
 
 
+@PROPERTY_SETTINGS
+@given(key=st.binary(min_size=32, max_size=32), message=st.binary(max_size=300))
+def test_a_signing_key_signs_as_hmac_does(key: bytes, message: bytes) -> None:
+    """The padded-key states hashed once give the HMAC-SHA256 the standard library gives."""
+    signing_key = SigningKey(key)
+    expected = hmac.digest(key, message, "sha256").hex().encode()
+    assert signing_key.signature(message) == expected
+    assert signing_key.signature(message) == expected  # its states are copied, never spent
+
+
 @pytest.mark.parametrize(
     "authorization",
     [
@@ -726,6 +738,9 @@ def test_parsed_header_auth() -> None:
         _AUTH.replace(", SignedHeaders", ",  SignedHeaders"),  # two spaces: the general parse
         _AUTH.replace("AWS4-HMAC-SHA256 ", "AWS4-HMAC-SHA256  "),
         _AUTH + " ",
+        _AUTH.replace("Credential=", "Credential=\t"),
+        _AUTH.replace("Signature=", "Signature=\xa0"),
+        _AUTH.replace(", Signature", " , Signature"),
         "AWS4-HMAC-SHA256 Signature=01, Credential=AK/20240517/us-east-1/chime/aws4_request, "
         "SignedHeaders=host",
     ],
