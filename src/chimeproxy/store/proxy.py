@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -29,7 +29,7 @@ from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.phone_numbers import PhoneNumberStatus
 from chimeproxy.store import expiry
 from chimeproxy.store.database import Database, WriteConflict
-from chimeproxy.store.prepared import Prepared, PreparedQuery, Statements, statements
+from chimeproxy.store.prepared import Prepared, PreparedQuery, Statements, packed, statements
 from chimeproxy.store.schema import (
     active_routes,
     pair_history,
@@ -557,9 +557,13 @@ _SESSION_BY_IDS_WHERE = (
 # GetProxySession in one prepared statement (store/prepared.py): the session joined to its
 # connector.
 _SESSION_BY_IDS = PreparedQuery(
-    select(*_SHOWN, voice_connectors.c.id.label("voice_connector_id"))
-    .join(voice_connectors, voice_connectors.c.pk == ps.voice_connector_pk)
-    .where(*_SESSION_BY_IDS_WHERE)
+    lambda dialect: (
+        select(*packed(dialect, *_SHOWN, voice_connectors.c.id.label("voice_connector_id")))
+        .select_from(
+            proxy_sessions.join(voice_connectors, voice_connectors.c.pk == ps.voice_connector_pk)
+        )
+        .where(*_SESSION_BY_IDS_WHERE)
+    )
 )
 
 # Update and Delete: the session locked (PostgreSQL: FOR UPDATE OF the session row only, as
@@ -603,7 +607,7 @@ def find_session_by_ids(
     session_id: str,
     now: int,
     retention_ms: int,
-) -> tuple[Any, ...] | None:
+) -> Sequence[Any] | None:
     """The visible session's SHOWN_SESSION_COLUMNS, then its connector's id; None when there
     is none (or the driver failed), for the caller to take the ordinary path and word the
     error."""
