@@ -29,6 +29,7 @@ import functools
 import logging
 import resource
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ _starting = False
 # This process's connections with no request in progress, longest idle first (a dict keeps
 # insertion order: a connection that becomes idle again goes to the end).
 _idle: dict[LimitedHttpProtocol, None] = {}
-# The longest an answer waits for the others of its turn (HeldAnswers): a turn of slow requests
+# The longest an answer waits for the others of its turn (TurnWrites): a turn of slow requests
 # (creates, about 0.5 ms each) must not hold its first answers for the whole turn.
 MAX_HOLD_S = 0.001
 
@@ -179,6 +180,63 @@ def over_limit_error() -> ServiceUnavailableException:
     )
 
 
+class TurnWrites:
+    """The transports that buffered bytes in this turn of the loop, written at its end by one
+    callback rather than one per transport; and the finished answers held for that end.
+
+    A write that finds its reader asleep wakes it, and on loopback that wake-up runs on the
+    writer's CPU; the turn's later writes find the reader already awake. Under load, a Get cost
+    about a fifth less CPU and its p99 fell with its answer held for the turn's end
+    (docs/performance.md, tenth pass), as Redis writes its replies just before its event loop
+    sleeps. A held answer never waits more than `max_hold_s` after the first of its batch was
+    held: the answer finished after that sends the whole batch. One per event loop
+    (`turn_writes`)."""
+
+    __slots__ = ("_held_since", "_transports", "loop", "max_hold_s")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_hold_s: float = MAX_HOLD_S) -> None:
+        self.loop = loop
+        self.max_hold_s = max_hold_s
+        self._transports: list[CoalescingTransport] = []
+        self._held_since: float | None = None
+
+    def add(self, transport: CoalescingTransport) -> None:
+        """`transport` has bytes to send by the end of this turn."""
+        if not self._transports:
+            self.loop.call_soon(self.send)
+        self._transports.append(transport)
+
+    def hold(self) -> None:
+        """An answer just finished (its bytes added) waits for the turn's end, unless the first
+        answer of its batch has already waited `max_hold_s`: then the batch leaves now."""
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        elif now - self._held_since >= self.max_hold_s:
+            self.send()
+
+    def send(self) -> None:
+        """Send every transport's bytes, in the order they were first written this turn."""
+        transports, self._transports = self._transports, []
+        self._held_since = None
+        for transport in transports:
+            transport.turn_ended()
+
+
+_turn_writes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnWrites] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def turn_writes(loop: asyncio.AbstractEventLoop) -> TurnWrites:
+    """The loop's TurnWrites: per loop, so that no batch is left behind with a closed loop or
+    shared with another thread's."""
+    writes = _turn_writes.get(loop)
+    if writes is None:
+        writes = _turn_writes[loop] = TurnWrites(loop)
+    return writes
+
+
 class CoalescingTransport:
     """A connection's transport whose writes made in one turn of the event loop leave as one.
 
@@ -186,23 +244,28 @@ class CoalescingTransport:
     each a system call that carries a TCP segment through the network stack (on loopback,
     through the receiver's side too). A whole response now costs one: a Get spent about a
     third of its HTTP time in those writes (docs/performance.md). Buffered bytes leave when the
-    protocol sends a finished answer (at once, or with the others of its turn: HeldAnswers),
-    at the end of the loop's turn otherwise (a streamed body), and before the connection
-    closes; everything else is the transport's own."""
+    protocol sends a finished answer (at once, or with the others of its turn: TurnWrites.hold),
+    at the end of the loop's turn otherwise (a streamed body, a 100 Continue), and before the
+    connection closes; everything else is the transport's own."""
 
-    __slots__ = ("_flush_scheduled", "_loop", "_pending", "transport")
+    __slots__ = ("_pending", "_queued", "_turn", "transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        turn: TurnWrites | None = None,
+    ) -> None:
         self.transport = transport
-        self._loop = loop
+        self._turn = turn or turn_writes(loop)
         self._pending: list[bytes] = []
-        self._flush_scheduled = False
+        self._queued = False  # in this turn's TurnWrites
 
     def write(self, data: bytes) -> None:
         self._pending.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._scheduled_flush)
+        if not self._queued:
+            self._queued = True
+            self._turn.add(self)
 
     def writelines(self, chunks: Iterable[bytes]) -> None:
         for chunk in chunks:
@@ -214,8 +277,12 @@ class CoalescingTransport:
             self._pending = []
             self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
-    def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
+    def hold(self) -> None:
+        """A finished answer: sent with the others of this turn, at its end (TurnWrites)."""
+        self._turn.hold()
+
+    def turn_ended(self) -> None:
+        self._queued = False
         if not self.transport.is_closing():
             self.flush()
 
@@ -242,42 +309,6 @@ class CoalescingTransport:
         return getattr(self.transport, name)
 
 
-class HeldAnswers:
-    """Finished answers held for the end of the loop's turn, to leave together, back to back.
-
-    A write that finds its reader asleep wakes it, and on loopback that wake-up runs on the
-    writer's CPU; the turn's later writes find the reader already awake. Under load, a Get cost
-    about a fifth less CPU and its p99 fell (docs/performance.md, tenth pass), as Redis writes
-    its replies just before its event loop sleeps. Each transport's own end-of-turn flush would
-    send a held answer too; the list is what bounds the wait: the first answer held is sent no
-    later than `max_hold_s` after it was held, by the next answer finished after that."""
-
-    __slots__ = ("_since", "_transports", "max_hold_s")
-
-    def __init__(self, max_hold_s: float) -> None:
-        self.max_hold_s = max_hold_s
-        self._transports: list[CoalescingTransport] = []
-        self._since = 0.0
-
-    def hold(self, transport: CoalescingTransport, loop: asyncio.AbstractEventLoop) -> None:
-        now = time.monotonic()
-        if not self._transports:
-            self._since = now
-            loop.call_soon(self.send)
-        self._transports.append(transport)
-        if now - self._since >= self.max_hold_s:
-            self.send()
-
-    def send(self) -> None:
-        """Send every held answer, in the order they were held."""
-        transports, self._transports = self._transports, []
-        for transport in transports:
-            transport.flush()  # nothing left to send after close or abort
-
-
-_held = HeldAnswers(MAX_HOLD_S)
-
-
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout and a connection limit (see the
     module's docstring)."""
@@ -285,6 +316,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
+        # The header clock: when the awaited headers are due (None: none awaited), and the
+        # timer that checks, left armed between requests (see `_await_headers`).
+        self.headers_due: float | None = None
         self.header_timer: asyncio.TimerHandle | None = None
         self.over_limit = False
 
@@ -315,7 +349,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._await_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_header_timer()
+        self.headers_due = None
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
         _idle.pop(self, None)
         super().connection_lost(exc)
 
@@ -326,7 +363,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # holding it would only cost the loop another turn.
             transport.flush()
         else:
-            _held.hold(transport, self.loop)
+            transport.hold()
         super().on_response_complete()
         idle = self.cycle is None or self.cycle.response_complete  # no pipelined request next
         if idle and not self.transport.is_closing():
@@ -335,12 +372,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         # Between requests (idle after keep-alive), the first bytes of the next one start its
         # header clock; uvicorn's keep-alive timer stops when they arrive.
-        if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
+        if self.headers_due is None and (self.cycle is None or self.cycle.response_complete):
             self._await_headers()
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
-        self._stop_header_timer()
+        self.headers_due = None  # the armed timer, when it fires, finds nothing to do
         _idle.pop(self, None)
         super().on_headers_complete()
 
@@ -367,16 +404,22 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.loop.call_soon(_start_batch)
 
     def _await_headers(self) -> None:
+        """Start the header clock. A timer is armed only when none is: one armed for an
+        earlier request and still pending checks then, and re-arms itself for what is left.
+        Arming and cancelling one per request cost a Get 5,700 instructions."""
         timeout = OVERFLOW_HEADER_TIMEOUT_S if self.over_limit else self.limits.header_timeout
-        self.header_timer = self.loop.call_later(timeout, self._header_timeout)
-
-    def _stop_header_timer(self) -> None:
-        if self.header_timer is not None:
-            self.header_timer.cancel()
-            self.header_timer = None
+        self.headers_due = due = self.loop.time() + timeout
+        if self.header_timer is None:
+            self.header_timer = self.loop.call_at(due, self._header_timeout)
 
     def _header_timeout(self) -> None:
         self.header_timer = None
+        due = self.headers_due
+        if due is None:
+            return  # the headers came
+        if self.loop.time() < due:
+            self.header_timer = self.loop.call_at(due, self._header_timeout)
+            return
         if not self.transport.is_closing():
             _episodes.occurred(
                 "connections_shed",

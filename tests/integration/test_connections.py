@@ -37,17 +37,21 @@ def test_an_idle_keep_alive_connection_outlives_sdk_idle_times(tmp_path: Path) -
             sock.close()
 
 
+def _with_header_timeout(tmp_path: Path, seconds: int) -> ChimeProxyServer:
+    return ChimeProxyServer(
+        database=database_url(tmp_path),
+        extra_args=["--header-timeout", str(seconds)],
+        log_path=tmp_path / "server.log",
+    )
+
+
 def test_the_header_timeout_closes_slow_headers_but_not_an_idle_keep_alive_connection(
     tmp_path: Path,
 ) -> None:
     """--header-timeout bounds the time to send a request's headers, from the connection's
     opening or from the first byte after a keep-alive pause; the pause itself is the
     keep-alive timeout's."""
-    server = ChimeProxyServer(
-        database=database_url(tmp_path),
-        extra_args=["--header-timeout", "1"],
-        log_path=tmp_path / "server.log",
-    )
+    server = _with_header_timeout(tmp_path, 1)
     with running(server):
         kept = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         kept.sendall(HEALTH)
@@ -64,6 +68,23 @@ def test_the_header_timeout_closes_slow_headers_but_not_an_idle_keep_alive_conne
         assert kept.recv(1) == b""
         for sock in (kept, slow):
             sock.close()
+
+
+def test_a_request_s_header_clock_starts_at_its_own_first_byte(tmp_path: Path) -> None:
+    """The timer armed for a connection's first request stays armed after it (re-arming one per
+    request was measurable); when it fires during a later request's headers, it must give that
+    request its whole timeout, counted from its own first byte."""
+    server = _with_header_timeout(tmp_path, 2)
+    with running(server):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(HEALTH)  # its clock (and the timer) started at the opening
+        assert read_answer(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(1.2)
+        sock.sendall(HEALTH[:20])  # the next request stalls, 1.2 s into the first timer's 2
+        stalled = time.monotonic()
+        assert sock.recv(1) == b""  # closed ...
+        assert 1.9 < time.monotonic() - stalled < 4  # ... 2 s after its first byte, not 0.8
+        sock.close()
 
 
 def test_answers_finished_together_all_leave_and_none_waits_behind_a_request_in_progress(

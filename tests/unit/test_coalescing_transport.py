@@ -1,7 +1,7 @@
 """connections.CoalescingTransport: a response's writes leave as one, none is lost or
 reordered, and nothing is held back past the loop's turn or the connection's end; and
-connections.HeldAnswers: the answers finished in one turn leave together, at its end or once
-the first has waited long enough."""
+connections.TurnWrites: one callback a turn sends every transport's bytes, and the answers
+finished in one turn leave together, at its end or once the first has waited long enough."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import asyncio
 import time
 from typing import Any
 
-from chimeproxy.connections import CoalescingTransport, HeldAnswers
+from chimeproxy.connections import CoalescingTransport, TurnWrites, turn_writes
 
 
 class Recording:
@@ -149,11 +149,11 @@ def test_answers_held_in_one_turn_leave_at_its_end_in_the_order_finished() -> No
         raws = [Recording(), Recording()]
         for raw in raws:
             raw.write = order.append  # type: ignore[method-assign]
-        first, second = (CoalescingTransport(raw, loop) for raw in raws)  # type: ignore[arg-type]
-        held = HeldAnswers(max_hold_s=60)
+        turn = TurnWrites(loop, max_hold_s=60)
+        first, second = (CoalescingTransport(raw, loop, turn) for raw in raws)  # type: ignore[arg-type]
         for transport, answer in ((first, b"first"), (second, b"second")):
             transport.write(answer)  # as the protocol does: the answer, then it is finished
-            held.hold(transport, loop)
+            transport.hold()
         assert order == []
         await asyncio.sleep(0)
         assert order == [b"first", b"second"]
@@ -165,17 +165,67 @@ def test_the_answer_finished_after_the_longest_hold_sends_every_held_one() -> No
     async def test() -> None:
         loop = asyncio.get_running_loop()
         raws = [Recording(), Recording(), Recording()]
-        first, second, third = (CoalescingTransport(raw, loop) for raw in raws)  # type: ignore[arg-type]
-        held = HeldAnswers(max_hold_s=0.05)
+        turn = TurnWrites(loop, max_hold_s=0.05)
+        first, second, third = (CoalescingTransport(raw, loop, turn) for raw in raws)  # type: ignore[arg-type]
         for transport, answer in ((first, b"1"), (second, b"2"), (third, b"3")):
             transport.write(answer)
-        held.hold(first, loop)
-        held.hold(second, loop)
+        first.hold()
+        second.hold()
         assert [raw.writes for raw in raws] == [[], [], []]
         time.sleep(0.06)  # the turn ran long: the first answer has waited its longest
-        held.hold(third, loop)
+        third.hold()
         assert [raw.writes for raw in raws] == [[b"1"], [b"2"], [b"3"]]
         await asyncio.sleep(0)  # the turn's end finds nothing more to send
         assert [raw.writes for raw in raws] == [[b"1"], [b"2"], [b"3"]]
+        first.write(b"next turn")  # written again after the batch left: sent at this turn's end
+        first.hold()
+        await asyncio.sleep(0)
+        assert raws[0].writes == [b"1", b"next turn"]
+
+    run(test)
+
+
+def test_one_callback_a_turn_sends_every_transport() -> None:
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        scheduled: list[Any] = []
+        real_call_soon = loop.call_soon
+
+        def counting_call_soon(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            scheduled.append(callback)
+            return real_call_soon(callback, *args, **kwargs)
+
+        loop.call_soon = counting_call_soon  # type: ignore[method-assign]
+        try:
+            turn = TurnWrites(loop)
+            raws = [Recording() for _ in range(20)]
+            for raw in raws:
+                transport = CoalescingTransport(raw, loop, turn)  # type: ignore[arg-type]
+                transport.write(b"head")
+                transport.write(b"body")
+            assert len(scheduled) == 1
+            await asyncio.sleep(0)
+            assert all(raw.writes == [b"headbody"] for raw in raws)
+        finally:
+            loop.call_soon = real_call_soon  # type: ignore[method-assign]
+
+    run(test)
+
+
+def test_each_loop_has_its_own_turn_writes() -> None:
+    """A batch left waiting on a loop that closed does not hold back another loop's writes."""
+    first_loop = asyncio.new_event_loop()
+    stranded = Recording()
+    CoalescingTransport(stranded, first_loop).write(b"never sent: its loop never ran")  # type: ignore[arg-type]
+    first_loop.close()
+
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        assert turn_writes(loop) is turn_writes(loop)
+        assert turn_writes(loop) is not turn_writes(first_loop)
+        raw = Recording()
+        CoalescingTransport(raw, loop).write(b"sent")  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        assert raw.writes == [b"sent"]
 
     run(test)
