@@ -61,6 +61,7 @@ from chimeproxy.settings import Settings
 from chimeproxy.store import stats
 from chimeproxy.store.database import Database, DatabaseUnavailable
 from chimeproxy.store.health import State
+from chimeproxy.uuids import random_uuid
 
 log = logging.getLogger("chimeproxy")
 access_log = logging.getLogger("chimeproxy.access")
@@ -81,6 +82,14 @@ def _joined_headers(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
         name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
         headers[name] = f"{headers[name]},{value}" if name in headers else value
     return headers
+
+
+def _has_body(headers: dict[str, str]) -> bool:
+    """Whether the request frames a body (RFC 9112 6.3: by Content-Length or Transfer-Encoding).
+    A Get has none: it is answered without asking the server for one (a receive, its event,
+    and the coroutine that reads it, per request)."""
+    declared = headers.get("content-length")
+    return (declared is not None and declared != "0") or "transfer-encoding" in headers
 
 
 class ChimeProxyApp:
@@ -230,14 +239,17 @@ class ChimeProxyApp:
         header_bytes = sum(map(len, itertools.chain.from_iterable(raw_headers)))
         header_bytes += 4 * len(raw_headers)  # ": " and CRLF
         client = scope.get("client")
+        raw_path = scope.get("raw_path")
+        # Positional: a dataclass's __init__ takes keyword arguments at several times the cost.
         request = Request(
-            method=scope["method"],
-            raw_path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
-            query_string=scope["query_string"].decode("latin-1"),
-            headers=headers,
-            body=b"",
-            client_host=client[0] if client else None,
-            scheme=scope.get("scheme", "http"),
+            scope["method"],
+            (scope["path"].encode() if raw_path is None else raw_path).decode("latin-1"),
+            scope["query_string"].decode("latin-1"),
+            headers,
+            b"",  # body
+            client[0] if client else None,
+            scope.get("scheme", "http"),
+            random_uuid(),
             over_connection_limit=OVER_LIMIT in scope,
         )
         try:
@@ -250,14 +262,19 @@ class ChimeProxyApp:
                 # nothing, and no slot held by a slow body.
                 response = self._refused_over_limit(request, started)
             else:
-                request.body = await self._read_body(receive, headers)
+                if _has_body(headers):
+                    request.body = await self._read_body(receive, headers)
                 response = await self.handle(request)
         except ServiceError as error:
             response = Response.error(error)
         response.headers.append((b"x-amzn-requestid", request.request_id.encode()))
         response.headers.append((b"content-length", str(len(response.body)).encode()))
-        if response.body and not any(name == b"content-type" for name, _ in response.headers):
-            response.headers.append(JSON_CONTENT_TYPE)
+        if response.body:
+            for name, _ in response.headers:
+                if name == b"content-type":
+                    break
+            else:
+                response.headers.append(JSON_CONTENT_TYPE)
         await send(
             {"type": "http.response.start", "status": response.status, "headers": response.headers}
         )
@@ -278,10 +295,6 @@ class ChimeProxyApp:
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
         limit = self.settings.body_limit
         declared = headers.get("content-length")
-        if (declared is None or declared == "0") and "transfer-encoding" not in headers:
-            # No body (RFC 9112 6.3: a request's body is framed by one of the two headers): a
-            # Get asks the server for nothing more, saving a receive and its event per request.
-            return b""
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise RequestEntityTooLargeException(f"The request body is larger than {limit} bytes.")
         chunks: list[bytes] = []
