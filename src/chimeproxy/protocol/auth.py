@@ -229,6 +229,7 @@ class Authenticator:
         return known.account_id
 
 
+@functools.lru_cache(maxsize=64)  # a client names the same few regions all day
 def _check_region(region: str) -> None:
     if not _REGION.match(region):
         raise InvalidSignatureException(

@@ -73,7 +73,9 @@ _PRESIGN_ALGORITHM_MARKER = _PRESIGN_ALGORITHM.encode()
 _QUERY_SAFE = b"-_.~"
 _PATH_SAFE = b"/~"
 # What quote_from_bytes(path, _PATH_SAFE) leaves as it is: letters, digits, `_.-~` and `/`.
-_PLAIN_PATH = re.compile(rb"[A-Za-z0-9_.~/-]*")
+# The bytes a path may hold that quote leaves as they are (deleted by `translate`, quicker than
+# a regex's character class).
+_PLAIN_PATH_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~/-"
 _DIGITS = frozenset("0123456789")
 # The Authorization header as every AWS SDK writes it: its three components, in this order,
 # each value of visible ASCII characters other than the comma (a range, which the regex engine
@@ -439,7 +441,7 @@ def canonical_uri(raw_path: bytes) -> str:
         return "/"
     if not raw_path.startswith(b"/") or raw_path.find(b"//") >= 0 or raw_path.find(b"/.") >= 0:
         raw_path = _remove_dot_segments(raw_path)
-    if _PLAIN_PATH.fullmatch(raw_path):
+    if not raw_path.translate(None, _PLAIN_PATH_BYTES):
         return raw_path.decode("ascii")  # nothing to encode (ids, names): as quote would answer
     return quote_from_bytes(raw_path, _PATH_SAFE)
 
@@ -475,6 +477,8 @@ _CACHED_QUERY_BYTES = 256
 
 
 def _canonical_query(query_string: bytes, drop_signature: bool) -> str:
+    if not query_string:
+        return ""  # every Get of one resource
     if len(query_string) > _CACHED_QUERY_BYTES:
         return canonical_query_string(query_string, drop_signature=drop_signature)
     return _cached_query_string(query_string, drop_signature=drop_signature)
