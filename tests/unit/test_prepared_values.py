@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import bindparam, select
+from sqlalchemy.dialects import sqlite
 
 from chimeproxy.store import prepared
 from chimeproxy.store.database import Database
@@ -66,3 +67,19 @@ def test_none_and_bools_bind_as_they_would_without_the_adapters() -> None:
         assert connection.execute("SELECT count(*) FROM t WHERE b = ?", (True,)).fetchone() == (1,)
     finally:
         connection.close()
+
+
+def test_positional_arguments_are_picked_in_bind_order_with_the_constants() -> None:
+    """`_Compiled.arguments` for a positional paramstyle: every bind in order, a constant where
+    the statement has one, whatever the number of binds (itemgetter answers a lone value for
+    one name)."""
+    name, value = server_settings.c.name, server_settings.c.value
+    one = select(name).where(name == bindparam("name"))
+    several = select(name).where(
+        name == bindparam("name"), value == bindparam("value"), name != "constant"
+    )
+    dialect = sqlite.dialect()  # type: ignore[no-untyped-call]
+    assert Prepared(one).compiled(dialect).arguments({"name": "a"}) == ("a",)
+    picked = Prepared(several).compiled(dialect).arguments({"value": "v", "name": "a"})
+    assert picked == ("a", "v", "constant")
+    assert Prepared(select(name)).compiled(dialect).arguments({}) == ()

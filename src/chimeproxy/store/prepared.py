@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import Enum
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -63,10 +64,12 @@ class _Compiled:
     # The result conversions SQLAlchemy would apply (booleans on SQLite): (column, processor)
     # for the columns that have one; most statements have none.
     conversions: tuple[tuple[str, Callable[[Any], Any]], ...]
+    # The positional arguments in bind order, picked from the named values (None: named style).
+    pick: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
 
     def arguments(self, params: Mapping[str, Any]) -> Any:
-        values = self.defaults | dict(params) if self.defaults else params
-        return values if self.positions is None else [values[n] for n in self.positions]
+        values = {**self.defaults, **params} if self.defaults else params
+        return values if self.pick is None else self.pick(values)
 
     def check_unconverted(self) -> None:
         """Tuples straight from the driver are only right when no column needs converting."""
@@ -115,9 +118,26 @@ class Prepared:
                 name: value.value if isinstance(value, Enum) else value
                 for name, value in result.params.items()
             }
-            compiled = _Compiled(str(result), positions, defaults, columns, conversions)
+            compiled = _Compiled(
+                str(result), positions, defaults, columns, conversions, _picker(positions)
+            )
             self._compiled[key] = compiled
         return compiled
+
+
+def _picker(
+    positions: tuple[str, ...] | None,
+) -> Callable[[Mapping[str, Any]], tuple[Any, ...]] | None:
+    """What picks the positional arguments from the named values, in C (`itemgetter`, which
+    answers a lone value, not a tuple, for one name)."""
+    if positions is None:
+        return None
+    if len(positions) == 1:
+        name = positions[0]
+        return lambda values: (values[name],)
+    if not positions:
+        return lambda values: ()
+    return itemgetter(*positions)
 
 
 # The label of a row's columns packed into one (`packed`).
