@@ -81,13 +81,22 @@ _ACCESS_HEAD = {"level": "info", "logger": "chimeproxy.access", "message": "requ
 _second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
 
 
+_millisecond: tuple[int, str] = (-1, "")  # the last millisecond formatted, and its text
+
+
 def _timestamp(now: float) -> str:
-    """`now` as JsonFormatter writes a record's time (milliseconds truncated, as logging's)."""
-    global _second
+    """`now` as JsonFormatter writes a record's time (milliseconds truncated, as logging's).
+    Under load, several lines share a millisecond: its text is made once."""
+    global _second, _millisecond
     whole = int(now)
+    millis = int((now - whole) * 1000)
+    if _millisecond[0] == whole * 1000 + millis:
+        return _millisecond[1]
     if _second[0] != whole:
         _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+    text = f"{_second[1]}.{millis:03d}Z"
+    _millisecond = (whole * 1000 + millis, text)
+    return text
 
 
 def access(fields: dict[str, Any]) -> None:

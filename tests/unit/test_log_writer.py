@@ -108,3 +108,16 @@ def test_under_load_lines_are_written_in_batches() -> None:
     running.stop()
     assert len(stream.getvalue().splitlines()) == 20_000
     assert writes < 200
+
+
+def test_access_line_times_read_as_the_formatter_writes_them() -> None:
+    """`_timestamp` (texts made once per second and per millisecond) against JsonFormatter's
+    own time for a record made at the same instant, over instants that share a millisecond,
+    cross one, and cross a second."""
+    formatter = logs.JsonFormatter()
+    base = 1_764_800_000.0
+    for offset in (0.0, 0.0001, 0.0009, 0.001, 0.0015, 0.999, 0.9999, 1.0, 1.0004, 61.5, 0.0):
+        now = base + offset
+        record = logging.makeLogRecord({"msg": "x", "levelname": "INFO"})
+        record.created, record.msecs = now, int((now - int(now)) * 1000) + 0.0
+        assert logs._timestamp(now) == orjson.loads(formatter.format(record))["time"], offset
