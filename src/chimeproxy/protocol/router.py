@@ -94,15 +94,14 @@ class Router:
                 continue
             if route.query and not all(pair in query for pair in route.query):
                 continue
-            labels: dict[str, str] = {}
-            for index, name in route.labels:
-                value = _decode_label(parts[index], name)
-                labels[name] = value
+            labels = {name: _decode_label(parts[index], name) for index, name in route.labels}
             return Match(route.operation, labels, query)
         return None
 
 
 def _decode_label(raw: str, name: str) -> str:
+    if "%" not in raw:
+        return raw  # nothing encoded (ids, names): what unquote would answer, without its call
     try:
         return unquote(raw, errors="strict")
     except UnicodeDecodeError as exc:
