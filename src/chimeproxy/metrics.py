@@ -15,7 +15,9 @@ Two kinds, kept apart on purpose:
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -125,9 +127,42 @@ class Metrics:
         for cause in Cause:  # every cause shows from the start, at 0, so rates need no gap
             self.database_failures.labels(cause.value)
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        # One process: what `observe` counts is tallied in plain lists and added to the
+        # counters when a scrape asks (`exposition`), in bulk. prometheus_client's own calls
+        # (checks, a lock per value, a walk of the buckets) took 1.9 µs per request. Several
+        # workers: each answer is written through to the shared files at once, as before, so
+        # that any worker's scrape sees every answer already given.
+        self._tallies: dict[tuple[str, int], _Tally] = {}
+        self._bounds = tuple(self.latency._upper_bounds)  # type: ignore[attr-defined]
+        if not self.multiprocess and _tallies_apply():
+            self.observe = self._tally  # type: ignore[method-assign]
 
     def observe(self, operation: str, status: int, seconds: float) -> None:
         """Count one answered request under its operation or endpoint name."""
+        counter, histogram = self._children_of(operation, status)
+        counter.inc()
+        histogram.observe(seconds)
+
+    def _tally(self, operation: str, status: int, seconds: float) -> None:
+        """`observe`, tallied until the next scrape."""
+        tally = self._tallies.get((operation, status))
+        if tally is None:
+            tally = self._tallies[(operation, status)] = [0, 0.0, [0] * len(self._bounds)]
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2][bisect_left(self._bounds, seconds)] += 1  # the first bucket it fits, as theirs
+
+    def _apply_tallies(self) -> None:
+        tallies, self._tallies = self._tallies, {}
+        for (operation, status), (count, total, buckets) in tallies.items():
+            counter, histogram = self._children_of(operation, status)
+            counter.inc(count)
+            histogram._sum.inc(total)  # type: ignore[attr-defined]
+            for bucket, observed in zip(histogram._buckets, buckets, strict=True):  # type: ignore[attr-defined]
+                if observed:
+                    bucket.inc(observed)
+
+    def _children_of(self, operation: str, status: int) -> tuple[Counter, Histogram]:
         key = (operation, status)
         children = self._children.get(key)
         if children is None:
@@ -138,8 +173,7 @@ class Metrics:
                 self.latency.labels(operation),
             )
             self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        return children
 
     def database_failure(self, cause: str) -> None:
         """Database work failed for `cause` (store/health.py classifies)."""
@@ -152,6 +186,7 @@ class Metrics:
 
     def exposition(self, snapshot: Snapshot | None) -> bytes:
         """The text exposition: this process's (or this host's) counters and the gauges."""
+        self._apply_tallies()
         registry = CollectorRegistry(auto_describe=False)
         if self.multiprocess:
             MultiProcessCollector(registry)
@@ -160,6 +195,17 @@ class Metrics:
             registry.register(_RegistryCollector(self.registry))
         registry.register(_SnapshotCollector(snapshot))
         return generate_latest(registry)
+
+
+# Requests, seconds, and requests per latency bucket (not cumulative).
+_Tally = list[Any]
+
+
+def _tallies_apply() -> bool:
+    """Whether this prometheus_client keeps a histogram's values where `_apply_tallies` adds to
+    them (it has for years; a version that does not is counted through its own calls)."""
+    probe = Histogram("chimeproxy_probe", "", buckets=LATENCY_BUCKETS, registry=None)
+    return all(hasattr(probe, name) for name in ("_sum", "_buckets", "_upper_bounds"))
 
 
 class _RegistryCollector(Collector):

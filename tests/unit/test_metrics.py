@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -182,3 +183,35 @@ def test_two_apps_in_one_process_count_apart() -> None:
     first.observe("ListProxySessions", 200, 0.001)
     found = samples(second.exposition(Snapshot()))
     assert not any(name == "chimeproxy_requests_total" for name, _ in found)
+
+
+def test_tallied_counts_expose_as_counts_made_one_by_one() -> None:
+    """One process tallies `observe` and adds the tallies when scraped; written through one by
+    one (as several workers do) the same answers expose the same samples, bucket edges and
+    the infinite bucket included, and again after more answers between two scrapes."""
+    tallied, through = Metrics(), Metrics()
+    del through.observe  # type: ignore[attr-defined]  # the class's own: written through
+    assert tallied.observe != through.observe
+    answers = [
+        ("GetProxySession", 200, 0.0),
+        ("GetProxySession", 200, 0.001),  # on a bound: its own bucket
+        ("GetProxySession", 200, 0.0010001),
+        ("GetProxySession", 404, 0.3),
+        ("CreateProxySession", 201, 10.0),
+        ("CreateProxySession", 201, 11.0),  # past the last bound
+    ]
+
+    def shown(metrics: Metrics) -> dict[Any, float]:
+        found = samples(metrics.exposition(Snapshot()))
+        return {key: value for key, value in found.items() if not key[0].endswith("_created")}
+
+    for round_ in range(2):
+        for operation, status, seconds in answers[round_:]:
+            tallied.observe(operation, status, seconds)
+            through.observe(operation, status, seconds)
+        assert shown(tallied) == shown(through)
+    found = shown(tallied)
+    assert found[("chimeproxy_requests_total",
+                  (("operation", "GetProxySession"), ("status", "200")))] == 5  # fmt: skip
+    assert found[("chimeproxy_request_duration_seconds_bucket",
+                  (("le", "0.001"), ("operation", "GetProxySession")))] == 3  # fmt: skip
