@@ -61,7 +61,6 @@ from chimeproxy.settings import Settings
 from chimeproxy.store import stats
 from chimeproxy.store.database import Database, DatabaseUnavailable
 from chimeproxy.store.health import State
-from chimeproxy.uuids import random_uuid
 
 log = logging.getLogger("chimeproxy")
 access_log = logging.getLogger("chimeproxy.access")
@@ -249,7 +248,6 @@ class ChimeProxyApp:
             b"",  # body
             client[0] if client else None,
             scope.get("scheme", "http"),
-            random_uuid(),
             over_connection_limit=OVER_LIMIT in scope,
         )
         try:

@@ -58,7 +58,6 @@ Build = Executable | Callable[[str], Executable]
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
-    positions: tuple[str, ...] | None  # bind names in order, for positional paramstyles
     defaults: dict[str, Any]  # every bind's value as compiled (constants such as 'Closed')
     columns: tuple[str, ...]
     # The result conversions SQLAlchemy would apply (booleans on SQLite): (column, processor)
@@ -118,9 +117,7 @@ class Prepared:
                 name: value.value if isinstance(value, Enum) else value
                 for name, value in result.params.items()
             }
-            compiled = _Compiled(
-                str(result), positions, defaults, columns, conversions, _picker(positions)
-            )
+            compiled = _Compiled(str(result), defaults, columns, conversions, _picker(positions))
             self._compiled[key] = compiled
         return compiled
 
