@@ -13,7 +13,6 @@ import re
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +76,6 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(document, default=str).decode()
 
 
-_ACCESS_HEAD = {"level": "info", "logger": "chimeproxy.access", "message": "request"}
 _second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
 
 
@@ -99,41 +97,88 @@ def _timestamp(now: float) -> str:
     return text
 
 
-def access(fields: dict[str, Any]) -> None:
-    """Write one access line, the same JSON object JsonFormatter writes for a record of the
-    `chimeproxy.access` logger with `fields` as extras, without building a LogRecord (its
-    `findCaller`, its formatting and the redaction pass took 10 µs of a 180 µs request). The
-    fields are chosen by the code (ids, names, numbers), so there is nothing to redact. Through
-    the writing thread like every other line, so lines keep their order; logged the ordinary
-    way when `configure` has not set up chimeproxy's logging."""
+def access(
+    request_id: str,
+    operation: str | None,
+    method: str,
+    status: int,
+    error: str | None,
+    account: str | None,
+    seconds: float,
+) -> None:
+    """Write one access line: the JSON object JsonFormatter writes for a record of the
+    `chimeproxy.access` logger with these fields as extras (`ms`: `seconds` in milliseconds,
+    to the microsecond), without building a LogRecord (its `findCaller`, its formatting and the
+    redaction pass took 10 µs of a 180 µs request). The fields are chosen by the code (ids,
+    names, numbers), so there is nothing to redact. Through the writing thread like every other
+    line, so lines keep their order; logged the ordinary way when `configure` has not set up
+    chimeproxy's logging."""
+    # round(x, 3) on a float goes through its decimal digits: three times this.
+    ms = round(seconds * 1_000_000) / 1000
     writer = _writer
     if writer is None:
+        fields = {"request_id": request_id, "operation": operation, "method": method}
+        fields |= {"status": status, "error": error, "account": account, "ms": ms}
         logging.getLogger("chimeproxy.access").info("request", extra=fields)
         return
-    writer.put(orjson.dumps({"time": _timestamp(time.time()), **_ACCESS_HEAD, **fields}).decode())
+    writer.put_line(
+        orjson.dumps(
+            {
+                "time": _timestamp(time.time()),
+                "level": "info",
+                "logger": "chimeproxy.access",
+                "message": "request",
+                "request_id": request_id,
+                "operation": operation,
+                "method": method,
+                "status": status,
+                "error": error,
+                "account": account,
+                "ms": ms,
+            }
+        )
+    )
 
 
 class _Writer(threading.Thread):
     """The thread that formats and writes every line, so that no write holds the event loop.
 
-    Lines wait in a deque, in order. An idle writer is woken by the first line; once awake it
-    writes everything waiting in one call, then lets `BATCH_SECONDS` pass before the next
-    write. Under load that is one wake-up and one write per batch instead of per line: woken
-    per line, the thread took the GIL from the event loop at every release (each SQLite call),
-    which cost a Get about 60 µs in futex calls and context switches (docs/performance.md)."""
+    Lines wait in a list, in order: access lines as finished bytes, other records as records,
+    formatted here. An idle writer is woken by the first line; once awake it takes everything
+    waiting, writes it in one call, then lets `BATCH_SECONDS` pass before the next write. Under
+    load that is one wake-up and one write per batch instead of per line: woken per line, the
+    thread took the GIL from the event loop at every release (each SQLite call), which cost a
+    Get about 60 µs in futex calls and context switches (docs/performance.md). A batch of
+    access lines alone is joined in one call, with no Python step per line: that work holds the
+    GIL the event loop needs, and one CPU may serve both."""
 
     BATCH_SECONDS = 0.01
 
     def __init__(self, handler: logging.StreamHandler[Any]) -> None:
         super().__init__(name="chimeproxy-log", daemon=True)
         self.handler = handler
-        self._lines: deque[logging.LogRecord | str] = deque()
+        # Taken and replaced whole by the writer, under the lock: an append racing the swap
+        # must land in one list or the other, never in one already written.
+        self._lock = threading.Lock()
+        self._lines: list[bytes | logging.LogRecord] = []
+        self._records = False  # a record waits among the lines (else they are all bytes)
         self._idle = False
         self._wake = threading.Event()
         self._stopping = threading.Event()
 
-    def put(self, item: logging.LogRecord | str) -> None:
-        self._lines.append(item)
+    def put_line(self, line: bytes) -> None:
+        """A finished line (JSON, no newline)."""
+        with self._lock:
+            self._lines.append(line)
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
+    def put(self, record: logging.LogRecord) -> None:
+        """A record, formatted by this thread when its turn comes."""
+        with self._lock:
+            self._lines.append(record)
+            self._records = True
         if self._idle:
             self._idle = False
             self._wake.set()
@@ -153,12 +198,19 @@ class _Writer(threading.Thread):
             self._stopping.wait(self.BATCH_SECONDS)
 
     def _write_waiting(self) -> None:
-        lines, handler = self._lines, self.handler
+        with self._lock:
+            lines, self._lines = self._lines, []
+            records, self._records = self._records, False
+        if not lines:
+            return
+        handler = self.handler
+        if not records:
+            _write(handler, b"\n".join(lines).decode())  # type: ignore[arg-type]
+            return
         text: list[str] = []
-        while lines:
-            item = lines.popleft()
-            if isinstance(item, str):
-                text.append(item)
+        for item in lines:
+            if isinstance(item, bytes):
+                text.append(item.decode())
                 continue
             if item.levelno < handler.level:
                 continue

@@ -36,11 +36,16 @@ def record(message: str, level: int = logging.WARNING) -> logging.LogRecord:
 
 
 def test_a_burst_from_several_threads_keeps_each_threads_order_and_loses_nothing() -> None:
+    """Finished lines and records, put while the writer takes batches: each lands in one
+    batch or the next, none lost, each thread's in its order."""
     running, stream = writer()
 
     def burst(thread: int) -> None:
         for index in range(2_000):
-            running.put(f'{{"thread":{thread},"index":{index}}}')
+            if index % 500 == 0:
+                running.put(record(f"record {thread} {index}"))
+            else:
+                running.put_line(f'{{"thread":{thread},"index":{index}}}'.encode())
 
     threads = [threading.Thread(target=burst, args=(n,)) for n in range(4)]
     for thread in threads:
@@ -51,7 +56,13 @@ def test_a_burst_from_several_threads_keeps_each_threads_order_and_loses_nothing
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert len(lines) == 8_000
     for thread in range(4):
-        assert [x["index"] for x in lines if x["thread"] == thread] == list(range(2_000))
+        order = [
+            line["index"] if "index" in line else int(line["message"].split()[2])
+            for line in lines
+            if line.get("thread") == thread
+            or line.get("message", "").startswith(f"record {thread} ")
+        ]
+        assert order == list(range(2_000))
 
 
 def test_a_line_alone_is_written_at_once_not_at_the_next_batch() -> None:
@@ -59,7 +70,7 @@ def test_a_line_alone_is_written_at_once_not_at_the_next_batch() -> None:
     try:
         time.sleep(0.05)  # the writer is idle, waiting for work
         started = time.monotonic()
-        running.put('{"alone":true}')
+        running.put_line(b'{"alone":true}')
         wait_for(lambda: '"alone":true' in stream.getvalue())
         assert time.monotonic() - started < 1.0
     finally:
@@ -68,9 +79,9 @@ def test_a_line_alone_is_written_at_once_not_at_the_next_batch() -> None:
 
 def test_records_are_formatted_in_order_with_formatted_lines() -> None:
     running, stream = writer()
-    running.put('{"first":1}')
+    running.put_line(b'{"first":1}')
     running.put(record("second 1 +12065550123"))  # formatted (and redacted) by the writer
-    running.put('{"third":3}')
+    running.put_line(b'{"third":3}')
     running.stop()
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert lines[0] == {"first": 1}
@@ -81,7 +92,7 @@ def test_records_are_formatted_in_order_with_formatted_lines() -> None:
 def test_stop_writes_what_is_waiting() -> None:
     running, stream = writer()
     for index in range(500):
-        running.put(f'{{"index":{index}}}')
+        running.put_line(f'{{"index":{index}}}'.encode())
     running.stop()
     assert not running.is_alive()
     assert len(stream.getvalue().splitlines()) == 500
@@ -102,7 +113,7 @@ def test_under_load_lines_are_written_in_batches() -> None:
     running = logs._Writer(handler)
     running.start()
     for index in range(20_000):
-        running.put(f'{{"index":{index}}}')
+        running.put_line(f'{{"index":{index}}}'.encode())
         if index % 1000 == 0:
             time.sleep(0.002)
     running.stop()
@@ -121,3 +132,38 @@ def test_access_line_times_read_as_the_formatter_writes_them() -> None:
         record = logging.makeLogRecord({"msg": "x", "levelname": "INFO"})
         record.created, record.msecs = now, int((now - int(now)) * 1000) + 0.0
         assert logs._timestamp(now) == orjson.loads(formatter.format(record))["time"], offset
+
+
+def test_an_access_line_is_what_the_formatter_writes_for_its_record() -> None:
+    """`access` builds its line without a LogRecord: the same object as JsonFormatter's for
+    a record of the access logger with the same fields as extras, `ms` to the microsecond."""
+    running, stream = writer()
+    previous, logs._writer = logs._writer, running
+    try:
+        before = time.time()
+        logs.access("req-1", "GetProxySession", "GET", 200, None, "111122223333", 0.0012344)
+        logs.access("req-2", None, "POST", 404, "UnknownOperationException", None, 0.0123456)
+        after = time.time()
+    finally:
+        logs._writer = previous
+        running.stop()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    formatter = logs.JsonFormatter()
+    expected = []
+    for request_id, operation, method, status, error, account, ms in [
+        ("req-1", "GetProxySession", "GET", 200, None, "111122223333", 1.234),
+        ("req-2", None, "POST", 404, "UnknownOperationException", None, 12.346),
+    ]:
+        record = logging.makeLogRecord(
+            {"name": "chimeproxy.access", "msg": "request", "levelname": "INFO", "levelno": 20}
+        )
+        record.__dict__.update(
+            request_id=request_id, operation=operation, method=method, status=status,
+            error=error, account=account, ms=ms,
+        )  # fmt: skip
+        expected.append(orjson.loads(formatter.format(record)))
+    for line, wanted in zip(lines, expected, strict=True):
+        assert logs._timestamp(before) <= line.pop("time") <= logs._timestamp(after)
+        wanted.pop("time")
+        assert line == wanted
+        assert list(line) == list(wanted)  # the same order of keys too
