@@ -87,6 +87,49 @@ def test_a_request_s_header_clock_starts_at_its_own_first_byte(tmp_path: Path) -
         sock.close()
 
 
+def test_the_keep_alive_clock_restarts_at_each_answer(tmp_path: Path) -> None:
+    """The connection's timer stays armed across requests (arming one per answer was
+    measurable): a connection used more often than its keep-alive timeout stays open past it,
+    and closes that long after its last answer."""
+    server = ChimeProxyServer(
+        database=database_url(tmp_path),
+        extra_args=["--keep-alive-timeout", "1"],
+        log_path=tmp_path / "server.log",
+    )
+    with running(server):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        for _ in range(4):  # 2.4 s in all, each pause shorter than the timeout
+            sock.sendall(HEALTH)
+            assert read_answer(sock).startswith(b"HTTP/1.1 200")
+            time.sleep(0.6)
+        answered = time.monotonic() - 0.6
+        assert sock.recv(1) == b""  # closed ...
+        assert 0.9 < time.monotonic() - answered < 3  # ... about 1 s after the last answer
+        sock.close()
+
+
+def test_a_header_timeout_shorter_than_the_keep_alive_wait_still_holds(tmp_path: Path) -> None:
+    """A request that stalls in its headers soon after a keep-alive wait began is closed by
+    the header timeout, not when the longer keep-alive wait would have ended."""
+    server = ChimeProxyServer(
+        database=database_url(tmp_path),
+        extra_args=["--keep-alive-timeout", "30", "--header-timeout", "1"],
+        log_path=tmp_path / "server.log",
+    )
+    with running(server):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(HEALTH)
+        assert read_answer(sock).startswith(b"HTTP/1.1 200")  # a 30 s keep-alive wait begins
+        # The timer armed for the first request's headers fires meanwhile and re-arms itself
+        # for the keep-alive wait's end, 30 s away.
+        time.sleep(1.3)
+        sock.sendall(HEALTH[:20])
+        stalled = time.monotonic()
+        assert sock.recv(1) == b""
+        assert 0.9 < time.monotonic() - stalled < 4
+        sock.close()
+
+
 def test_answers_finished_together_all_leave_and_none_waits_behind_a_request_in_progress(
     tmp_path: Path,
 ) -> None:
