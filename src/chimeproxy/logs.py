@@ -117,8 +117,15 @@ def access(
     ms = round(seconds * 1_000_000) / 1000
     writer = _writer
     if writer is None:
-        fields = {"request_id": request_id, "operation": operation, "method": method}
-        fields |= {"status": status, "error": error, "account": account, "ms": ms}
+        fields = {
+            "request_id": request_id,
+            "operation": operation,
+            "method": method,
+            "status": status,
+            "error": error,
+            "account": account,
+            "ms": ms,
+        }
         logging.getLogger("chimeproxy.access").info("request", extra=fields)
         return
     writer.put_line(
@@ -170,15 +177,16 @@ class _Writer(threading.Thread):
         """A finished line (JSON, no newline)."""
         with self._lock:
             self._lines.append(line)
-        if self._idle:
-            self._idle = False
-            self._wake.set()
+        self._wake_if_idle()
 
     def put(self, record: logging.LogRecord) -> None:
         """A record, formatted by this thread when its turn comes."""
         with self._lock:
             self._lines.append(record)
             self._records = True
+        self._wake_if_idle()
+
+    def _wake_if_idle(self) -> None:
         if self._idle:
             self._idle = False
             self._wake.set()
