@@ -115,36 +115,26 @@ def access(
     chimeproxy's logging."""
     # round(x, 3) on a float goes through its decimal digits: three times this.
     ms = round(seconds * 1_000_000) / 1000
+    line = {
+        "time": _timestamp(time.time()),
+        "level": "info",
+        "logger": "chimeproxy.access",
+        "message": "request",
+        "request_id": request_id,
+        "operation": operation,
+        "method": method,
+        "status": status,
+        "error": error,
+        "account": account,
+        "ms": ms,
+    }
     writer = _writer
     if writer is None:
-        fields = {
-            "request_id": request_id,
-            "operation": operation,
-            "method": method,
-            "status": status,
-            "error": error,
-            "account": account,
-            "ms": ms,
-        }
-        logging.getLogger("chimeproxy.access").info("request", extra=fields)
+        for head in ("time", "level", "logger", "message"):  # the record's own
+            del line[head]
+        logging.getLogger("chimeproxy.access").info("request", extra=line)
         return
-    writer.put_line(
-        orjson.dumps(
-            {
-                "time": _timestamp(time.time()),
-                "level": "info",
-                "logger": "chimeproxy.access",
-                "message": "request",
-                "request_id": request_id,
-                "operation": operation,
-                "method": method,
-                "status": status,
-                "error": error,
-                "account": account,
-                "ms": ms,
-            }
-        )
-    )
+    writer.put_line(orjson.dumps(line))
 
 
 class _Writer(threading.Thread):
