@@ -14,6 +14,7 @@ import httpx
 import pytest
 from botocore.config import Config
 
+from chimeproxy.settings import Settings
 from chimeproxy.testing import (
     ChimeProxyServer,
     backend_under_test,
@@ -55,6 +56,17 @@ def database_url(tmp_path: Path) -> str:
             pytest.fail(f"the PostgreSQL pass needs a server in CI: {reason}")
         pytest.skip(f"PostgreSQL pass: {reason}")
     return fresh_database_url(tmp_path)
+
+
+def in_process_settings(tmp_path: Path) -> Settings:
+    """Settings for an app driven in-process (no server process): open mode, a SQLite file in
+    `tmp_path`, the sweeper's interval out of the way, warnings only."""
+    return Settings(
+        database=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        auth="open",
+        sweep_interval_seconds=3600,
+        log_level="warning",
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

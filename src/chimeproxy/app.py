@@ -22,7 +22,7 @@ import orjson
 
 from chimeproxy import __version__, logs, sweeper
 from chimeproxy.clock import Clock
-from chimeproxy.connections import OVER_LIMIT, over_limit_error
+from chimeproxy.connections import OVER_LIMIT, others_in_progress, over_limit_error
 from chimeproxy.console.web import Console
 from chimeproxy.dataplane.endpoints import Dataplane
 from chimeproxy.domain.selection import PoolExhausted
@@ -313,7 +313,17 @@ class ChimeProxyApp:
     # The request path.
 
     async def handle(self, request: Request) -> Response:
-        """Answer one request; never raises."""
+        """Answer one request; never raises.
+
+        A request has three phases: its caller is checked (SigV4), its work done (input,
+        database, output), its answer sent. While other requests are in progress, it yields to
+        the event loop between phases, so that under load the loop runs one phase for every
+        request ready for it before the next phase: all the turn's signatures are checked, then
+        all its reads made, then all its answers sent. Each phase's code and data then stay in
+        the CPU's caches from one request to the next rather than being evicted by the other
+        phases' (a Get cost about a fifth less CPU under 32 connections: docs/performance.md,
+        thirteenth pass). A lone request does not yield: it would only wait for turns of the
+        loop."""
         started = time.perf_counter()
         try:
             endpoint = self._match(request)
@@ -321,7 +331,11 @@ class ChimeProxyApp:
             caller = self.access.check(request, endpoint.access)
             if self.limiter is not None and endpoint.rate_limited:
                 self.limiter.check(caller)
+            if others_in_progress():
+                await asyncio.sleep(0)
             response = await endpoint.handler(request, request.labels)
+            if others_in_progress():
+                await asyncio.sleep(0)
         except ServiceError as error:
             response = Response.error(error)
             if isinstance(error.__cause__, PoolExhausted):

@@ -68,6 +68,10 @@ _starting = False
 # This process's connections with no request in progress, longest idle first (a dict keeps
 # insertion order: a connection that becomes idle again goes to the end).
 _idle: dict[LimitedHttpProtocol, None] = {}
+# The request tasks in progress in this process's server (uvicorn's ServerState.tasks, the
+# same set for all its connections; rebound by each new connection, so with several servers in
+# one process, as in tests, the newest's).
+_tasks: set[asyncio.Task[None]] = set()
 # The longest an answer waits for the others of its turn (TurnWrites): a turn of slow requests
 # (creates, about 0.5 ms each) must not hold its first answers for the whole turn.
 MAX_HOLD_S = 0.001
@@ -228,6 +232,12 @@ _turn_writes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnWrites] =
 )
 
 
+def others_in_progress() -> bool:
+    """Whether requests other than the caller's are in progress in this process's server: then a
+    request that yields to the event loop lets them run (app.ChimeProxyApp.handle)."""
+    return len(_tasks) > 1
+
+
 def turn_writes(loop: asyncio.AbstractEventLoop) -> TurnWrites:
     """The loop's TurnWrites: per loop, so that no batch is left behind with a closed loop or
     shared with another thread's."""
@@ -315,6 +325,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        global _tasks
+        _tasks = self.tasks
         self.limits = limits
         # The connection's one wait at a time: for a request's headers (the header timeout), or
         # for the next request (uvicorn's keep-alive timeout). `due`: when it ends (None: no

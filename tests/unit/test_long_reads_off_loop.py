@@ -17,6 +17,7 @@ from chimeproxy.app import ChimeProxyApp
 from chimeproxy.console import pages
 from chimeproxy.settings import Settings
 from chimeproxy.store import stats
+from tests.conftest import in_process_settings
 
 SLOW_S = 0.6  # how long the slowed read blocks its thread
 
@@ -60,12 +61,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setattr(stats, "database_snapshot", _slowed(stats.database_snapshot))
     # Before the app exists: the console's page table takes the function when it is built.
     monkeypatch.setattr(pages, "overview", _slowed(pages.overview))
-    return Settings(
-        database=f"sqlite:///{tmp_path / 'db.sqlite'}",
-        auth="open",
-        sweep_interval_seconds=3600,
-        log_level="warning",
-    )
+    return in_process_settings(tmp_path)
 
 
 @pytest.mark.parametrize("slow_path", ["/_chimeproxy/metrics", "/console/"])

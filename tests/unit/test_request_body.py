@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from chimeproxy.app import ChimeProxyApp
-from chimeproxy.settings import Settings
+from tests.conftest import in_process_settings
 
 CONNECTOR = {"Name": "body", "AwsRegion": "us-east-1", "RequireEncryption": False}
 
@@ -57,12 +57,7 @@ async def _ask(
 
 @pytest.fixture
 def app(tmp_path: Path) -> ChimeProxyApp:
-    settings = Settings(
-        database=f"sqlite:///{tmp_path / 'db.sqlite'}",
-        auth="open",
-        sweep_interval_seconds=3600,
-        log_level="warning",
-    )
+    settings = in_process_settings(tmp_path)
     return ChimeProxyApp(settings, announce=False)
 
 
