@@ -55,6 +55,7 @@ class Server:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None  # the process's environment (None: this one's)
 
     @property
     def host(self) -> str:
@@ -67,6 +68,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
+                env=self.env,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -157,6 +159,7 @@ def chimeproxy_server(
     *,
     workers: int = 1,
     http_server: str = "uvicorn",
+    env: dict[str, str] | None = None,
 ) -> Server:
     """`chimeproxy serve`, or with a variant of bench/variants.py (optimizations off), or the
     same app under granian (bench/granian_serve.py). Several workers are not pinned: they may
@@ -174,7 +177,9 @@ def chimeproxy_server(
         "--log-level", log_level,
         *(["--workers", str(workers)] if workers > 1 else []),
     ]  # fmt: skip
-    return Server("chimeproxy", command, "/_chimeproxy/health", directory / "chimeproxy.log")
+    return Server(
+        "chimeproxy", command, "/_chimeproxy/health", directory / "chimeproxy.log", env=env
+    )
 
 
 def baseline_server(directory: Path, pinning: Pinning) -> Server:
