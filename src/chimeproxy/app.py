@@ -321,7 +321,7 @@ class ChimeProxyApp:
         request ready for it before the next phase: all the turn's signatures are checked, then
         all its reads made, then all its answers sent. Each phase's code and data then stay in
         the CPU's caches from one request to the next rather than being evicted by the other
-        phases' (a Get cost about a fifth less CPU under 32 connections: docs/performance.md,
+        phases' (a Get cost about a sixth less CPU under 32 connections: docs/performance.md,
         thirteenth pass). A lone request does not yield: it would only wait for turns of the
         loop."""
         started = time.perf_counter()
