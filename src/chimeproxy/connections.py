@@ -443,10 +443,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _wait(self, seconds: float, *, headers: bool) -> None:
         """Wait `seconds` from now for a request's headers or for the next request, then close
-        the connection, unless the wait is stopped first (`due` set to None). A timer is armed only when none is, or when the one armed would fire after
-        this wait's end: one armed for an earlier wait checks then, and re-arms itself for
-        what is left. Arming and cancelling one per request cost a Get 5,700 instructions
-        (the header clock) and 1.7 µs (the keep-alive clock)."""
+        the connection, unless the wait is stopped first (`due` set to None). A timer is armed
+        only when none is, or when the one armed would fire after this wait's end: one armed
+        for an earlier wait checks then, and re-arms itself for what is left. Arming and
+        cancelling one per request cost a Get 5,700 instructions (the header clock) and 1.7 µs
+        (the keep-alive clock)."""
         self.due = due = self.loop.time() + seconds
         self.headers_awaited = headers
         if self.timer is not None:

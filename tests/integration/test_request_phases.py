@@ -83,6 +83,7 @@ def test_requests_read_in_one_turn_take_each_phase_together(tmp_path: Path) -> N
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    socks: list[socket.socket] = []
     try:
         deadline = time.monotonic() + 30
         while not server.started:
@@ -90,7 +91,8 @@ def test_requests_read_in_one_turn_take_each_phase_together(tmp_path: Path) -> N
             time.sleep(0.02)
         # Connections in use before the first listing: the event loop accepts one connection
         # a turn, and only their requests must be left to read while it is held.
-        socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+        for _ in range(1 + CONCURRENT):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
         for sock in socks:
             sock.sendall(HEALTH)
             assert read_answer(sock).startswith(b"HTTP/1.1 200")
@@ -107,7 +109,7 @@ def test_requests_read_in_one_turn_take_each_phase_together(tmp_path: Path) -> N
         release.set()
         server.should_exit = True
         thread.join(30)
-        for sock in locals().get("socks", []):
+        for sock in socks:
             sock.close()
     # The first request was alone: it went through without yielding. The four read together
     # were each checked, then each did its work, then each was answered.
