@@ -25,6 +25,7 @@ from chimeproxy.clock import Clock
 from chimeproxy.connections import OVER_LIMIT, others_in_progress, over_limit_error
 from chimeproxy.console.web import Console
 from chimeproxy.dataplane.endpoints import Dataplane
+from chimeproxy.direct import Respond
 from chimeproxy.domain.selection import PoolExhausted
 from chimeproxy.events import EventSink, NullSink, WebhookSink
 from chimeproxy.logs import shown_path
@@ -228,6 +229,24 @@ class ChimeProxyApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI path: the answer in ASGI's two messages."""
+        request, response, started = await self._answer(scope, receive)
+        await send(
+            {"type": "http.response.start", "status": response.status, "headers": response.headers}
+        )
+        await send({"type": "http.response.body", "body": response.body})
+        self._log_access(request, response, started)
+
+    async def answer_directly(self, scope: Scope, receive: Receive, respond: Respond) -> None:
+        """The direct path (chimeproxy.direct, under chimeproxy's own protocol): the same
+        answer, written to the connection in one step."""
+        request, response, started = await self._answer(scope, receive)
+        await respond(response.status, response.headers, response.body)
+        self._log_access(request, response, started)
+
+    async def _answer(self, scope: Scope, receive: Receive) -> tuple[Request, Response, float]:
+        """The request read from the scope, answered (`handle`), with the headers every answer
+        carries; and when it started."""
         started = time.perf_counter()
         raw_headers = scope["headers"]
         # ASGI servers hand header names lower-cased. One comprehension for the common case;
@@ -273,10 +292,10 @@ class ChimeProxyApp:
                     break
             else:
                 response.headers.append(JSON_CONTENT_TYPE)
-        await send(
-            {"type": "http.response.start", "status": response.status, "headers": response.headers}
-        )
-        await send({"type": "http.response.body", "body": response.body})
+        return request, response, started
+
+    @staticmethod
+    def _log_access(request: Request, response: Response, started: float) -> None:
         if access_log.isEnabledFor(logging.INFO):
             logs.access(
                 request.request_id,

@@ -25,6 +25,7 @@ HTTP protocol.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import resource
@@ -37,6 +38,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from chimeproxy import direct
 from chimeproxy.logs import EpisodeLog
 from chimeproxy.protocol.errors import ServiceUnavailableException
 
@@ -328,6 +330,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         global _tasks
         _tasks = self.tasks
         self.limits = limits
+        # The application's direct entry, when it has one (direct.py), and whether uvicorn's
+        # proxy headers middleware wraps it.
+        self.direct, self.forwarded = direct.direct_entry(self.app)
         # The connection's one wait at a time: for a request's headers (the header timeout), or
         # for the next request (uvicorn's keep-alive timeout). `due`: when it ends (None: no
         # wait). The timer that checks is left armed across waits and re-arms itself for what
@@ -428,13 +433,28 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 cycle.scope[OVER_LIMIT] = True
         exempt = cycle.scope["path"] in EXEMPT_PATHS
         if exempt or (not _waiting and len(self.tasks) < START_BATCH):
-            super()._start_asgi_task(cycle, app)
+            self._start_task(cycle, app)
             return
         global _starting
         _waiting.append((self, cycle, app))
         if not _starting:
             _starting = True
             self.loop.call_soon(_start_batch)
+
+    def _start_task(self, cycle: Any, app: Any) -> None:
+        """uvicorn's `_start_asgi_task`, through the application's direct entry when it has
+        one and `app` is the application (not uvicorn's own 503 for `limit_concurrency`)."""
+        entry = self.direct
+        if entry is None or app is not self.app:
+            coroutine = cycle.run_asgi(app)
+        else:
+            coroutine = direct.run(cycle, entry, app, self.forwarded)
+        if self.config.reset_contextvars:
+            task = self.loop.create_task(coroutine, context=contextvars.Context())
+        else:
+            task = self.loop.create_task(coroutine)
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
 
     def _await_headers(self) -> None:
         """Start the header clock."""
@@ -489,7 +509,7 @@ def _start_batch() -> None:
     global _starting
     for _ in range(min(START_BATCH, len(_waiting))):
         protocol, cycle, app = _waiting.popleft()
-        HttpToolsProtocol._start_asgi_task(protocol, cycle, app)
+        protocol._start_task(cycle, app)
     if _waiting:
         asyncio.get_running_loop().call_soon(_start_batch)
     else:
