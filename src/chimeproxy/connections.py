@@ -323,7 +323,8 @@ class CoalescingTransport:
 
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout and a connection limit (see the
-    module's docstring), and one timer per connection for both its waits."""
+    module's docstring), one timer per connection for both its waits, and requests handed to
+    the application's direct entry when it has one (direct.py)."""
 
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -332,7 +333,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.limits = limits
         # The application's direct entry, when it has one (direct.py), and whether uvicorn's
         # proxy headers middleware wraps it.
-        self.direct, self.forwarded = direct.direct_entry(self.app)
+        self.direct_entry, self.forwarded = direct.direct_entry(self.app)
         # The connection's one wait at a time: for a request's headers (the header timeout), or
         # for the next request (uvicorn's keep-alive timeout). `due`: when it ends (None: no
         # wait). The timer that checks is left armed across waits and re-arms itself for what
@@ -444,7 +445,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def _start_task(self, cycle: Any, app: Any) -> None:
         """uvicorn's `_start_asgi_task`, through the application's direct entry when it has
         one and `app` is the application (not uvicorn's own 503 for `limit_concurrency`)."""
-        entry = self.direct
+        entry = self.direct_entry
         if entry is None or app is not self.app:
             coroutine = cycle.run_asgi(app)
         else:
