@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 
-from chimeproxy.testing import ChimeProxyServer
+from chimeproxy import connections
+from chimeproxy.testing import ChimeProxyServer, free_port
 from tests.conftest import IN_CI
 
 HEALTH = b"GET /_chimeproxy/health HTTP/1.1\r\nHost: chimeproxy\r\n\r\n"
@@ -226,3 +228,32 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def in_process_server(app: Any, **options: Any) -> Iterator[int]:
+    """uvicorn with chimeproxy's protocol, serving `app` in a thread; its port."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            loop="uvloop",
+            http=connections.protocol_factory(connections.ConnectionLimits(10.0, 100)),
+            log_config=None,
+            access_log=False,
+            **options,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -4,24 +4,18 @@ pipelining) and of a trusted proxy's forwarded headers."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from chimeproxy import connections
 from chimeproxy.app import ChimeProxyApp
-from chimeproxy.testing import ChimeProxyServer, free_port
+from chimeproxy.testing import ChimeProxyServer
 from tests.conftest import in_process_settings
-from tests.integration.faults import content_length, read_answer
+from tests.integration.faults import content_length, in_process_server, read_answer
 
 HEALTH = b"GET /_chimeproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -146,35 +140,6 @@ def test_a_trusted_proxy_s_forwarded_address_still_counts(server: ChimeProxyServ
     assert "loopback callers only" in remote.json()["Message"]
 
 
-@contextlib.contextmanager
-def _in_process(app: ChimeProxyApp, **options: Any) -> Iterator[int]:
-    """uvicorn with chimeproxy's protocol, serving `app` in a thread; its port."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            loop="uvloop",
-            http=connections.protocol_factory(connections.ConnectionLimits(10.0, 100)),
-            log_config=None,
-            access_log=False,
-            **options,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 def _paths_taken(app: ChimeProxyApp) -> list[str]:
     """Record which path each request takes: the direct entry, or ASGI."""
     taken: list[str] = []
@@ -202,7 +167,7 @@ def test_requests_take_the_direct_path_unless_a_proxy_s_headers_must_be_read(
 ) -> None:
     app = ChimeProxyApp(in_process_settings(tmp_path), announce=False)
     taken = _paths_taken(app)
-    with _in_process(app, proxy_headers=proxy_headers) as port:
+    with in_process_server(app, proxy_headers=proxy_headers) as port:
         for request in (HEALTH, FORWARDED, HEALTH):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
                 sock.sendall(request)

@@ -11,14 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from chimeproxy import connections
 from chimeproxy.app import ChimeProxyApp
 from chimeproxy.protocol.endpoints import Endpoint
-from chimeproxy.testing import free_port
 from tests.conftest import in_process_settings
-from tests.integration.faults import read_answer
+from tests.integration.faults import in_process_server, read_answer
 
 CONCURRENT = 4
 LISTING = "/voice-connectors"
@@ -69,48 +65,29 @@ def test_requests_read_in_one_turn_take_each_phase_together(tmp_path: Path) -> N
     phases: list[str] = []
     blocking, release = threading.Event(), threading.Event()
     _instrumented(app, phases, blocking, release)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            loop="uvloop",
-            http=connections.protocol_factory(connections.ConnectionLimits(10.0, 100)),
-            log_config=None,
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     socks: list[socket.socket] = []
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        # Connections in use before the first listing: the event loop accepts one connection
-        # a turn, and only their requests must be left to read while it is held.
-        for _ in range(1 + CONCURRENT):
-            socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-        for sock in socks:
-            sock.sendall(HEALTH)
-            assert read_answer(sock).startswith(b"HTTP/1.1 200")
-        first, *others = socks
-        first.sendall(_request(99))
-        assert blocking.wait(10), "the first request was not checked"
-        for index, sock in enumerate(others, start=1):
-            sock.sendall(_request(index))
-        time.sleep(0.3)  # in the server's socket buffers while its loop is held
-        release.set()
-        for sock in socks:
-            assert read_answer(sock).startswith(b"HTTP/1.1 200")
-    finally:
-        release.set()
-        server.should_exit = True
-        thread.join(30)
-        for sock in socks:
-            sock.close()
+    with in_process_server(app) as port:
+        try:
+            # Connections in use before the first listing: the event loop accepts one
+            # connection a turn, and only their requests must be left to read while it is held.
+            for _ in range(1 + CONCURRENT):
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            for sock in socks:
+                sock.sendall(HEALTH)
+                assert read_answer(sock).startswith(b"HTTP/1.1 200")
+            first, *others = socks
+            first.sendall(_request(99))
+            assert blocking.wait(10), "the first request was not checked"
+            for index, sock in enumerate(others, start=1):
+                sock.sendall(_request(index))
+            time.sleep(0.3)  # in the server's socket buffers while its loop is held
+            release.set()
+            for sock in socks:
+                assert read_answer(sock).startswith(b"HTTP/1.1 200")
+        finally:
+            release.set()
+            for sock in socks:
+                sock.close()
     # The first request was alone: it went through without yielding. The four read together
     # were each checked, then each did its work, then each was answered.
     assert phases == (
