@@ -9,9 +9,9 @@ that pass dictionaries and check every header again. chimeproxy's protocol
 
 with the same scope and `receive` as ASGI, and a `respond` that writes the status line, the
 headers and the body as one piece, with uvicorn's own rules: the server's default headers
-first, header names and values checked with uvicorn's expressions, no body for HEAD,
-`connection: close` when the connection will close, its write buffer drained first, the
-cycle marked complete so that keep-alive, pipelining and graceful shutdown go on as before.
+first, header names (each name once) and values checked with uvicorn's expressions, no body
+for HEAD, `connection: close` when the connection will close, its write buffer drained first,
+the cycle marked complete so that keep-alive, pipelining and graceful shutdown go on as before.
 
 The application's headers must be lower-case and hold a correct `content-length`
 (ChimeProxyApp sets it on every answer). A request that carries X-Forwarded-For or
@@ -43,6 +43,10 @@ DirectEntry = Callable[[dict[str, Any], Receive, Respond], Awaitable[None]]
 # The attribute an application names its direct entry by.
 ENTRY_ATTRIBUTE = "answer_directly"
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto")
+# Header names found valid: the application's few names, checked once rather than by a regular
+# expression on every answer. Bounded, whatever an application sends.
+_VALID_NAMES: set[bytes] = set()
+MAX_VALID_NAMES = 256
 
 
 def direct_entry(app: Any) -> tuple[DirectEntry | None, bool]:
@@ -93,8 +97,11 @@ async def respond(cycle: RequestResponseCycle, status: int, headers: Headers, bo
     for name, value in cycle.default_headers:
         parts += (name, b": ", value, b"\r\n")
     for name, value in headers:
-        if HEADER_RE.search(name):
-            raise RuntimeError("Invalid HTTP header name.")
+        if name not in _VALID_NAMES:
+            if HEADER_RE.search(name):
+                raise RuntimeError("Invalid HTTP header name.")
+            if len(_VALID_NAMES) < MAX_VALID_NAMES:
+                _VALID_NAMES.add(name)
         if HEADER_VALUE_RE.search(value):
             raise RuntimeError("Invalid HTTP header value.")
         parts += (name, b": ", value, b"\r\n")

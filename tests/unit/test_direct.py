@@ -125,6 +125,35 @@ def test_a_header_that_would_break_the_framing_is_refused(
     assert not cycle.response_started
 
 
+def test_header_names_are_checked_once_and_a_bad_one_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A valid name is remembered (a bounded few); an invalid one never is."""
+    monkeypatch.setattr(direct, "_VALID_NAMES", set())
+    monkeypatch.setattr(direct, "MAX_VALID_NAMES", 3)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="name"):
+            asyncio.run(direct.respond(_cycle(Wire())[0], 200, [(b"x bad", b"1")], b""))
+    names = [(f"x-name-{n}".encode(), b"1") for n in range(5)]
+    asyncio.run(direct.respond(_cycle(Wire())[0], 200, [*ANSWER, *names], b"{}"))
+    assert {b"content-length", b"content-type", b"x-name-0"} == direct._VALID_NAMES
+    checked: list[bytes] = []
+    monkeypatch.setattr(direct, "HEADER_RE", _Recording(direct.HEADER_RE, checked))
+    asyncio.run(direct.respond(_cycle(Wire())[0], 200, [*ANSWER, *names], b"{}"))
+    assert checked == [name for name, _ in names[1:]]  # only those not remembered
+
+
+class _Recording:
+    """A compiled expression that records what it searched."""
+
+    def __init__(self, pattern: Any, seen: list[bytes]) -> None:
+        self.pattern, self.seen = pattern, seen
+
+    def search(self, text: bytes) -> Any:
+        self.seen.append(text)
+        return self.pattern.search(text)
+
+
 def test_a_second_answer_is_refused() -> None:
     wire = Wire()
     cycle, _ = _cycle(wire)
