@@ -65,7 +65,9 @@ _STATUS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, these four: every call and text builds one of each, and a frozen dataclass sets
+# each field through `object.__setattr__`, about 2 µs of a `/route` in all (docs/performance.md).
+@dataclass(slots=True)
 class ProxyNumber:
     """The dialled number is an Assigned number of a voice connector with a proxy configuration."""
 
@@ -75,7 +77,7 @@ class ProxyNumber:
     require_encryption: bool = False  # the voice connector's RequireEncryption
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionFacts:
     """The caller's session on the dialled number, as stored (expiry not yet applied)."""
 
@@ -88,7 +90,7 @@ class SessionFacts:
     expires_at: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteFacts:
     """What the store knows about (caller, dialled number).
 
@@ -102,7 +104,7 @@ class RouteFacts:
     had_closed_session: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """The answer for one contact. `target` and `caller_id` are set for connect and fallback;
     `status` and `reason` for reject; `out_of_session` for fallback and for refusals out of
