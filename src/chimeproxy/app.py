@@ -62,6 +62,7 @@ from chimeproxy.settings import Settings
 from chimeproxy.store import stats
 from chimeproxy.store.database import Database, DatabaseUnavailable
 from chimeproxy.store.health import State
+from chimeproxy.store.prepared import waited_for_batch
 
 log = logging.getLogger("chimeproxy")
 access_log = logging.getLogger("chimeproxy.access")
@@ -342,7 +343,10 @@ class ChimeProxyApp:
         the CPU's caches from one request to the next rather than being evicted by the other
         phases' (a Get cost about a sixth less CPU under 32 connections: docs/performance.md,
         thirteenth pass). A lone request does not yield: it would only wait for turns of the
-        loop."""
+        loop. A request without a signature to check (the data plane, health) goes on to its
+        work without the first yield, and one whose work waited for a write batch
+        (store.prepared.WriteBatch) answers without the second: the batch's writers resume
+        together, in one turn, and answer in it."""
         started = time.perf_counter()
         try:
             endpoint = self._match(request)
@@ -350,10 +354,10 @@ class ChimeProxyApp:
             caller = self.access.check(request, endpoint.access)
             if self.limiter is not None and endpoint.rate_limited:
                 self.limiter.check(caller)
-            if others_in_progress():
+            if endpoint.access is Access.SIGV4 and others_in_progress():
                 await asyncio.sleep(0)
             response = await endpoint.handler(request, request.labels)
-            if others_in_progress():
+            if others_in_progress() and not waited_for_batch():
                 await asyncio.sleep(0)
         except ServiceError as error:
             response = Response.error(error)

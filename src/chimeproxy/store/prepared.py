@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from operator import itemgetter
@@ -340,6 +341,17 @@ def write_retrying(db: Database, work: Callable[[Statements], T]) -> T:
     return db.write_retrying(work, transaction=lambda: write(db))  # type: ignore[arg-type]
 
 
+# Set in a task once it has waited for a batch (its own context: a request's task).
+_waited_for_batch: ContextVar[bool] = ContextVar("waited_for_batch", default=False)
+
+
+def waited_for_batch() -> bool:
+    """Whether the current task has waited for a write batch. The batch's writers then resume
+    together, in one turn of the loop, which is what a request's phases wait for
+    (app.ChimeProxyApp.handle)."""
+    return _waited_for_batch.get()
+
+
 class WriteBatch:
     """Group commit for the writes SQLite runs on the event loop (`Database.inline`): the
     writes queued during one turn of the loop run in one transaction, each in a SAVEPOINT of
@@ -370,7 +382,10 @@ class WriteBatch:
         self._queue.append((work, future))
         if len(self._queue) == 1:
             loop.call_soon(self._run)
-        return await future
+        try:
+            return await future
+        finally:
+            _waited_for_batch.set(True)
 
     def _run(self) -> None:
         queue, self._queue = self._queue, []
