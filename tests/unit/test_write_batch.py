@@ -110,3 +110,99 @@ def test_writes_of_a_later_turn_make_a_batch_of_their_own(
     asyncio.run(main())
     assert len(opened) == 2
     assert names(db) == {"t-first", "t-second"}
+
+
+def recording_savepoints(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SAVEPOINT statements batches run."""
+    seen: list[str] = []
+    original = prepared.Statements.sql
+
+    def sql(self: prepared.Statements, text: str) -> None:
+        if "SAVEPOINT" in text or "RELEASE" in text:
+            seen.append(text)
+        original(self, text)
+
+    monkeypatch.setattr(prepared.Statements, "sql", sql)
+    return seen
+
+
+def counted(work: Any, runs: list[str]) -> Any:
+    def run_counted(run: prepared.Statements) -> Any:
+        runs.append(work.__name__)
+        return work(run)
+
+    run_counted.__name__ = work.__name__
+    return run_counted
+
+
+def test_a_batch_whose_writes_succeed_runs_them_once_without_savepoints(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    savepoints = recording_savepoints(monkeypatch)
+    runs: list[str] = []
+    works = [counted(insert(f"t-{n}"), runs) for n in range(5)]
+    assert one_turn(db, *works) == [f"t-{n}" for n in range(5)]
+    assert savepoints == []
+    assert len(runs) == 5
+    assert names(db) == {f"t-{n}" for n in range(5)}
+
+
+def between_two_writes(
+    db: Database, monkeypatch: pytest.MonkeyPatch, failing: Any
+) -> tuple[list[Any], int, list[str], list[str]]:
+    """`failing` queued between two good writes: the answers, the transactions opened, the
+    works run (by name) and the SAVEPOINT statements."""
+    savepoints = recording_savepoints(monkeypatch)
+    opened = counting_transactions(monkeypatch)
+    runs: list[str] = []
+    works = (insert("t-a"), failing, insert("t-b"))
+    answers = one_turn(db, *(counted(work, runs) for work in works))
+    assert (answers[0], answers[2]) == ("t-a", "t-b") and isinstance(answers[1], ValueError)
+    assert names(db) == {"t-a", "t-b"}
+    return answers, len(opened), runs, savepoints
+
+
+def test_a_write_refused_before_it_changed_anything_is_answered_without_a_second_pass(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(run: prepared.Statements) -> None:
+        run.sql("SELECT name FROM server_settings")
+        raise ValueError("refused by the domain")
+
+    _, opened, runs, savepoints = between_two_writes(db, monkeypatch, refused)
+    assert savepoints == [] and opened == 1 and len(runs) == 3
+
+
+def test_a_write_that_failed_after_changing_rows_sends_the_batch_round_in_savepoints(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a rollback undoes its rows: the first transaction is rolled back, and every write
+    runs again in a SAVEPOINT of its own; the others' rows are committed once."""
+
+    def half_done(run: prepared.Statements) -> None:
+        run.sql("INSERT INTO server_settings (name, value) VALUES ('t-half', 'x')")
+        raise ValueError("failed after writing")
+
+    _, opened, runs, savepoints = between_two_writes(db, monkeypatch, half_done)
+    assert opened == 2
+    assert runs == ["work", "half_done", "work", "half_done", "work"]
+    assert savepoints.count("SAVEPOINT batched") == 3
+
+
+def test_a_conflict_after_changing_rows_is_retried_in_a_savepoint(db: Database) -> None:
+    attempts = 0
+
+    def conflicting(run: prepared.Statements) -> str:
+        nonlocal attempts
+        attempts += 1
+        run.sql(f"INSERT INTO server_settings (name, value) VALUES ('t-try-{attempts}', 'x')")
+        if attempts < 3:
+            run.sql("INSERT INTO server_settings (name, value) VALUES ('t-a', 'again')")
+        return "done"
+
+    first, second = one_turn(db, insert("t-a"), conflicting)
+    assert (first, second) == ("t-a", "done")
+    # First pass: failed after its first row; second pass, in a savepoint: once more, then
+    # it succeeds; only that attempt's row stays.
+    assert attempts == 3
+    assert names(db) == {"t-a", "t-try-3"}

@@ -224,6 +224,11 @@ class Statements:
         self._execute(prepared, params)
         return int(self._cursor.rowcount)
 
+    def changes(self) -> int:
+        """Rows inserted, updated or deleted on this connection so far (SQLite's
+        `total_changes`; a statement that failed counts none, having undone its own)."""
+        return self._connection.dbapi_connection.total_changes  # type: ignore[union-attr]
+
     def sql(self, text: str) -> None:
         """A statement of the driver's (BEGIN IMMEDIATE)."""
         try:
@@ -354,16 +359,18 @@ def waited_for_batch() -> bool:
 
 class WriteBatch:
     """Group commit for the writes SQLite runs on the event loop (`Database.inline`): the
-    writes queued during one turn of the loop run in one transaction, each in a SAVEPOINT of
-    its own, and the commit is shared. A commit writes every page the transaction changed to
-    the WAL, and concurrent writes change many of the same pages (the tail of a table and of
-    its indexes): a `/route` in a batch of 4-16 costs about 40 % less to write
-    (docs/performance.md). No write waits for a batch to fill: the batch is what arrived while
-    the loop was busy, and it runs at the end of that turn.
+    writes queued during one turn of the loop run in one transaction, and the commit is shared.
+    A commit writes every page the transaction changed to the WAL, and concurrent writes change
+    many of the same pages (the tail of a table and of its indexes): a `/route` in a batch of
+    4-16 costs about 40 % less to write (docs/performance.md). No write waits for a batch to
+    fill: the batch is what arrived while the loop was busy, and it runs at the end of that
+    turn.
 
     Each write keeps `Database.write_retrying`'s meaning: a unique violation or a write
-    conflict rolls back to its SAVEPOINT and runs it again; another exception of the work (a
-    refusal, a bug) rolls back its SAVEPOINT and is that write's answer alone. Database
+    conflict undoes the write and runs it again; another exception of the work (a refusal, a
+    bug) undoes it and is that write's answer alone. The writes run as they are; only when one
+    fails after changing rows is the transaction rolled back and the batch run again, each
+    write in a SAVEPOINT of its own, so that it alone can be undone (`_unguarded`). Database
     trouble (a full disk, a read-only file, a failed COMMIT) fails the whole batch, as it
     would have failed each write, and `health` is told once."""
 
@@ -389,11 +396,11 @@ class WriteBatch:
 
     def _run(self) -> None:
         queue, self._queue = self._queue, []
-        answers: list[tuple[asyncio.Future[Any], BaseException | None, Any]] = []
         try:
-            with write(self.db) as run:
-                for work, future in queue:
-                    answers.append((future, *_in_savepoint(run, work)))
+            try:
+                answers = self._transaction(queue, _unguarded)
+            except _WroteThenFailed:
+                answers = self._transaction(queue, _in_savepoint)
         except Exception as exc:
             for _, future in queue:
                 if not future.done():
@@ -406,6 +413,44 @@ class WriteBatch:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+
+    def _transaction(
+        self, queue: list[tuple[Callable[[Statements], Any], asyncio.Future[Any]]], run_one: Any
+    ) -> list[tuple[asyncio.Future[Any], Exception | None, Any]]:
+        with write(self.db) as run:
+            return [(future, *run_one(run, work)) for work, future in queue]
+
+
+class _WroteThenFailed(Exception):
+    """A write of the batch failed after changing rows: its transaction is rolled back, and
+    the batch runs again with each write in a SAVEPOINT of its own."""
+
+
+def _unguarded(run: Statements, work: Callable[[Statements], T]) -> tuple[Exception | None, Any]:
+    """`_in_savepoint` without the SAVEPOINT, for the common case: every write of the batch
+    succeeds. A SAVEPOINT makes SQLite keep a copy of each page a write changes until it is
+    released, and a `/route` cost about 3 % more with one (docs/performance.md). A write that
+    fails before it has changed a row is answered (or, on a conflict, run again) as in a
+    SAVEPOINT: a failed statement undoes its own changes. One that fails after changing rows
+    raises _WroteThenFailed (only a rollback can undo its part)."""
+    before = run.changes()
+    conflict: Exception | None = None
+    for _ in range(WRITE_RETRIES):
+        try:
+            return None, work(run)
+        except (IntegrityError, WriteConflict) as exc:
+            conflict = exc
+        except DBAPIError:
+            raise
+        except Exception as exc:
+            if run.changes() != before:
+                raise _WroteThenFailed from exc
+            return exc, None
+        if run.changes() != before:
+            raise _WroteThenFailed from conflict
+    error = DatabaseUnavailable(TOO_MANY_CONFLICTS)
+    error.__cause__ = conflict
+    return error, None
 
 
 def _in_savepoint(run: Statements, work: Callable[[Statements], T]) -> tuple[Exception | None, Any]:
