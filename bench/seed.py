@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import Table
 
 from chimeproxy.domain.catalog_builtin import builtin_catalog
-from chimeproxy.domain.ids import voice_connector_id
+from chimeproxy.domain.ids import session_key, voice_connector_id
 from chimeproxy.store.database import Database
 from chimeproxy.store.schema import (
     active_routes,
@@ -54,6 +54,9 @@ DAY_MS = 86_400_000
 CHUNK = 50_000
 REGULAR_EVERY = 10
 CAPABILITIES = "InboundCall,InboundSMS,OutboundCall,OutboundSMS"
+# A version 7 UUID's fixed bits (version, variant) and its 74 random ones (RFC 9562).
+_V7 = 0x7 << 76 | 0b10 << 62
+_V7_RANDOM = 0x0FFF << 64 | (1 << 62) - 1
 
 
 @dataclass
@@ -231,14 +234,19 @@ def seed(
     )
 
     # Closed sessions over the last 20 days (retention is 30), then the Open ones over the last
-    # 10 minutes; created_at increases with pk, as it does when the API creates them.
+    # 10 minutes; created_at increases with pk, as it does when the API creates them (the keys
+    # made from time-ordered ids increase with their millisecond).
     span_closed = 20 * DAY_MS
     last_allocated: dict[str, int] = {}
     history: dict[tuple[str, str], int] = {}
     sample_every = max(1, sessions // sample)
     seeded = Seeded(path, connector_id, sessions, open_sessions, [e for e, _ in numbers])
 
+    keyed = url is None  # SQLite: sessions stored under keys made from their ids
+    open_pks: list[int] = []
+
     def session_rows() -> Iterator[dict[str, Any]]:
+        last_pk = -1
         for index in range(sessions):
             is_open = index >= closed
             number = numbers[index % len(numbers)][0]
@@ -259,10 +267,16 @@ def seed(
                 first = participant(0, rng.randrange(riders))
                 second = participant(1, rng.randrange(drivers))
             expires = created + DEFAULT_EXPIRY_MINUTES * MINUTE_MS
-            session_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            # Time-ordered, of its creation, as the API makes them (uuids.time_ordered_uuid);
+            # on SQLite the row is stored under the key made from it, as the store does.
+            session_id = str(uuid.UUID(int=created << 80 | rng.getrandbits(80) & _V7_RANDOM | _V7))
+            pk = session_key(session_id) if keyed else index + 1
+            assert pk is not None and pk > last_pk, "creation times must increase"
+            last_pk = pk
             if index % sample_every == 0:
                 seeded.sample_ids.append(session_id)
             if is_open:
+                open_pks.append(pk)
                 seeded.open_ids.append(session_id)
                 seeded.open_participants.append((first, second, number))
             elif regular and index // REGULAR_EVERY < regulars:
@@ -271,7 +285,7 @@ def seed(
             pair = "|".join(sorted((first, second)))
             history[(pair, number)] = created
             yield {
-                "pk": index + 1,
+                "pk": pk,
                 "voice_connector_pk": CONNECTOR_PK,
                 "id": session_id,
                 "name": None,
@@ -300,7 +314,7 @@ def seed(
                 "voice_connector_pk": CONNECTOR_PK,
                 "participant": who,
                 "proxy_number": number,
-                "session_pk": closed + k + 1,
+                "session_pk": open_pks[k],
                 "expires_at": now
                 - 10 * MINUTE_MS
                 + (k * 10 * MINUTE_MS) // max(1, open_sessions)

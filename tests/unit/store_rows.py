@@ -45,3 +45,24 @@ def recorded_statements(db: Database) -> Iterator[list[tuple[str, Any]]]:
         yield seen
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
+
+
+def session_row(
+    connector_pk: int, session_id: str, number: int, created_at: int
+) -> dict[str, object]:
+    """An Open Voice session of connector `connector_pk` between two numbers made from
+    `number`, on +19135550100, for an hour from `created_at`."""
+    return {
+        "voice_connector_pk": connector_pk,
+        "id": session_id,
+        "status": "Open",
+        "capabilities": "Voice",
+        "expiry_minutes": 60,
+        "expiry_minutes_given": False,
+        "participant_1": f"+1206555{number:04d}",
+        "participant_2": f"+1401555{number:04d}",
+        "proxy_number": "+19135550100",
+        "created_at": created_at,
+        "updated_at": created_at,
+        "expires_at": created_at + 3_600_000,
+    }

@@ -8,23 +8,7 @@ from pathlib import Path
 from chimeproxy.store import proxy
 from chimeproxy.store.database import Database
 from chimeproxy.store.schema import proxy_sessions, voice_connectors
-
-
-def _session(connector_pk: int, created_at: int, number: int) -> dict[str, object]:
-    return {
-        "voice_connector_pk": connector_pk,
-        "id": f"session-{number}",
-        "status": "Open",
-        "capabilities": "Voice",
-        "expiry_minutes": 60,
-        "expiry_minutes_given": False,
-        "participant_1": f"+1206555{number:04d}",
-        "participant_2": f"+1401555{number:04d}",
-        "proxy_number": "+19135550100",
-        "created_at": created_at,
-        "updated_at": created_at,
-        "expires_at": created_at + 3_600_000,
-    }
+from tests.unit.store_rows import session_row
 
 
 def test_stamps_follow_the_newest_session_of_the_connector(tmp_path: Path) -> None:
@@ -41,7 +25,9 @@ def test_stamps_follow_the_newest_session_of_the_connector(tmp_path: Path) -> No
             for n in range(2)
         ]  # fmt: skip
         assert proxy.creation_stamp(connection, pks[0], 1_000) == 1_000  # no session yet
-        connection.execute(proxy_sessions.insert().values(**_session(pks[0], 1_000, 1)))
+        connection.execute(
+            proxy_sessions.insert().values(**session_row(pks[0], "session-1", 1, 1_000))
+        )
         assert proxy.creation_stamp(connection, pks[0], 1_000) == 1_001  # same millisecond
         assert proxy.creation_stamp(connection, pks[0], 400) == 1_001  # wall clock went back
         assert proxy.creation_stamp(connection, pks[0], 5_000) == 5_000  # time moved on

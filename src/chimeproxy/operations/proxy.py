@@ -34,7 +34,7 @@ from chimeproxy.protocol.errors import BadRequestException, NotFoundException
 from chimeproxy.protocol.serializer import Encoded
 from chimeproxy.store import prepared, proxy
 from chimeproxy.store.prepared import Statements
-from chimeproxy.uuids import random_uuid
+from chimeproxy.uuids import time_ordered_uuid
 
 DEFAULT_BEHAVIOR = "PreferSticky"
 MIN_DEADLINE_S = 0.001  # a rerun whose request's deadline has passed fails at once
@@ -318,7 +318,9 @@ async def create_proxy_session(context: Context, params: dict[str, Any]) -> Outp
         created_at = proxy.creation_stamp(connection, connector["pk"], now)
         session = {
             "voice_connector_pk": connector["pk"],
-            "id": random_uuid(),
+            # Time-ordered: on SQLite the session is stored under a key made from it
+            # (store.proxy.stored_key), next to the sessions created just before.
+            "id": time_ordered_uuid(created_at),
             "name": params.get("Name"),
             "status": SessionStatus.OPEN,
             "capabilities": ",".join(capabilities),

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from chimeproxy.domain.catalog import CAPABILITIES
+from chimeproxy.domain.ids import session_key
 from chimeproxy.domain.lifecycle import SessionStatus
 from chimeproxy.domain.phone_numbers import PhoneNumberStatus
 from chimeproxy.store import expiry
@@ -392,9 +393,23 @@ def _insert_session(columns: tuple[str, ...]) -> Prepared:
     return Prepared(proxy_sessions.insert().values(values).returning(ps.pk))
 
 
+def stored_key(dialect: str, session_id: str) -> int | None:
+    """The primary key a session with this id is stored under, when the store makes it from the
+    id (domain.ids.session_key): on SQLite, whose tables are kept in their keys' B-trees. None
+    elsewhere (PostgreSQL's rows are in a heap, reached through an index either way; its keys
+    are counted up by a sequence) and for ids that make none (sessions created before)."""
+    return session_key(session_id) if dialect == "sqlite" else None
+
+
 def insert_session(connection: Statements | Connection, values: dict[str, Any]) -> int:
-    """The new session's primary key."""
-    row = statements(connection).first(
+    """The new session's primary key. A key made from the id that another session already
+    holds fails the insert with a unique violation, as a taken id would: the transaction runs
+    again, with a new id (Database.write_retrying)."""
+    run = statements(connection)
+    key = stored_key(run.dialect.name, values["id"])
+    if key is not None:
+        values = {"pk": key, **values}
+    row = run.first(
         _insert_session(tuple(values)), {f"v_{name}": value for name, value in values.items()}
     )
     assert row is not None
@@ -554,35 +569,51 @@ _SESSION_BY_IDS_WHERE = (
     expiry.visible(bindparam("now", type_=BigInteger), bindparam("retention_ms", type_=BigInteger)),
 )
 
-# GetProxySession in one prepared statement (store/prepared.py): the session joined to its
-# connector.
-_SESSION_BY_IDS = PreparedQuery(
-    lambda dialect: (
-        select(*packed(dialect, *_SHOWN, voice_connectors.c.id.label("voice_connector_id")))
-        .select_from(
-            proxy_sessions.join(voice_connectors, voice_connectors.c.pk == ps.voice_connector_pk)
-        )
-        .where(*_SESSION_BY_IDS_WHERE)
-    )
-)
+# The same, for a session stored under the key made from its id (SQLite, `stored_key`): the
+# row is read by its key, in one descent of the table, and still checked against its id.
+_SESSION_BY_KEY_WHERE = (*_SESSION_BY_IDS_WHERE, ps.pk == bindparam("session_pk"))
 
-# Update and Delete: the session locked (PostgreSQL: FOR UPDATE OF the session row only, as
-# before; SQLite writers hold the write lock), joined to its connector and to its proxy number's
-# capabilities, in one statement instead of three.
-_SESSION_TO_CHANGE = Prepared(
-    select(
-        proxy_sessions,
-        voice_connectors.c.id.label("voice_connector_id"),
-        pn.capabilities.label("number_capabilities"),
+
+def _shown_session(where: tuple[Any, ...]) -> PreparedQuery:
+    """GetProxySession in one prepared statement (store/prepared.py): the session joined to
+    its connector."""
+    return PreparedQuery(
+        lambda dialect: (
+            select(*packed(dialect, *_SHOWN, voice_connectors.c.id.label("voice_connector_id")))
+            .select_from(
+                proxy_sessions.join(
+                    voice_connectors, voice_connectors.c.pk == ps.voice_connector_pk
+                )
+            )
+            .where(*where)
+        )
     )
-    .select_from(
-        proxy_sessions.join(
-            voice_connectors, voice_connectors.c.pk == ps.voice_connector_pk
-        ).outerjoin(phone_numbers, pn.e164 == ps.proxy_number)
+
+
+def _session_to_change(where: tuple[Any, ...]) -> Prepared:
+    """Update and Delete: the session locked (PostgreSQL: FOR UPDATE OF the session row only, as
+    before; SQLite writers hold the write lock), joined to its connector and to its proxy
+    number's capabilities, in one statement instead of three."""
+    return Prepared(
+        select(
+            proxy_sessions,
+            voice_connectors.c.id.label("voice_connector_id"),
+            pn.capabilities.label("number_capabilities"),
+        )
+        .select_from(
+            proxy_sessions.join(
+                voice_connectors, voice_connectors.c.pk == ps.voice_connector_pk
+            ).outerjoin(phone_numbers, pn.e164 == ps.proxy_number)
+        )
+        .where(*where)
+        .with_for_update(of=proxy_sessions)
     )
-    .where(*_SESSION_BY_IDS_WHERE)
-    .with_for_update(of=proxy_sessions)
-)
+
+
+_SESSION_BY_IDS = _shown_session(_SESSION_BY_IDS_WHERE)
+_SESSION_BY_KEY = _shown_session(_SESSION_BY_KEY_WHERE)
+_SESSION_TO_CHANGE = _session_to_change(_SESSION_BY_IDS_WHERE)
+_SESSION_TO_CHANGE_BY_KEY = _session_to_change(_SESSION_BY_KEY_WHERE)
 _CONNECTOR_PK = Prepared(select(voice_connectors.c.pk).where(*_CONNECTOR_BY_IDS))
 
 
@@ -612,7 +643,11 @@ def find_session_by_ids(
     is none (or the driver failed), for the caller to take the ordinary path and word the
     error."""
     params = _ids(account, region, connector_id, session_id, now, retention_ms)
-    return _SESSION_BY_IDS.first_values(db, params)
+    key = stored_key(db.dialect, session_id)
+    if key is None:
+        return _SESSION_BY_IDS.first_values(db, params)
+    params["session_pk"] = key
+    return _SESSION_BY_KEY.first_values(db, params)
 
 
 def session_to_change(
@@ -627,6 +662,12 @@ def session_to_change(
     """The visible session, locked until the transaction ends, with its `voice_connector_id`
     and `number_capabilities` (its proxy number's); None when there is none."""
     params = _ids(account, region, connector_id, session_id, now, retention_ms)
+    key = stored_key(run.dialect.name, session_id)
+    if key is not None:
+        row = run.first(_SESSION_TO_CHANGE_BY_KEY, {**params, "session_pk": key})
+        if row is not None:
+            return row
+    # No key, or none under it: by the id alone, which finds every session however stored.
     return run.first(_SESSION_TO_CHANGE, params)
 
 
