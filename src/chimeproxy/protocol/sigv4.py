@@ -174,9 +174,6 @@ def _is_leap(year: int) -> bool:
 # Every request signed in the same second carries the same date, and each is parsed twice (the
 # parse checks it, the time check uses it): cached, and computed with integers, not `datetime`.
 @functools.lru_cache(maxsize=256)
-# Asked twice per request (when parsed, then against the clock), and every request of the same
-# second sends the same text: each is worked out once.
-@functools.lru_cache(maxsize=64)
 def _amz_date_epoch(amz_date: str) -> float:
     """Seconds since the epoch for a `YYYYMMDDTHHMMSSZ` timestamp; ValueError when malformed
     or not a real instant (what `datetime` refuses: month 13, 30 February, hour 24, year 0)."""
