@@ -206,3 +206,25 @@ def test_a_conflict_after_changing_rows_is_retried_in_a_savepoint(db: Database) 
     # it succeeds; only that attempt's row stays.
     assert attempts == 3
     assert names(db) == {"t-a", "t-try-3"}
+
+
+def test_a_task_that_waited_for_a_batch_knows_it_and_no_other_does(db: Database) -> None:
+    """What a request's phases read (app.ChimeProxyApp.handle): set in the writer's own task."""
+
+    async def main() -> tuple[bool, bool, bool]:
+        db.keep_a_connection_for_this_thread()
+        batch = prepared.WriteBatch(db)
+
+        async def writer() -> bool:
+            before = prepared.waited_for_batch()
+            await batch.write(insert("t-a"))
+            return not before and prepared.waited_for_batch()
+
+        async def bystander() -> bool:
+            await asyncio.sleep(0)
+            return prepared.waited_for_batch()
+
+        waited, other = await asyncio.gather(writer(), bystander())
+        return waited, other, prepared.waited_for_batch()
+
+    assert asyncio.run(main()) == (True, False, False)
