@@ -50,6 +50,7 @@ def random_uuid() -> str:
         return _ready.pop()
 
 
+_MS_MASK = (1 << 48) - 1
 _millisecond: tuple[int, str] = (-1, "")  # the last millisecond, and its ids' prefix
 
 
@@ -73,6 +74,3 @@ def time_ordered_uuid(now_ms: int | None = None) -> str:
         prefix = f"{text[:8]}-{text[8:]}-7"
         _millisecond = (millis, prefix)
     return prefix + random_part
-
-
-_MS_MASK = (1 << 48) - 1

@@ -370,7 +370,7 @@ class WriteBatch:
     conflict undoes the write and runs it again; another exception of the work (a refusal, a
     bug) undoes it and is that write's answer alone. The writes run as they are; only when one
     fails after changing rows is the transaction rolled back and the batch run again, each
-    write in a SAVEPOINT of its own, so that it alone can be undone (`_unguarded`). Database
+    write in a SAVEPOINT of its own, so that it alone can be undone (`_write_one`). Database
     trouble (a full disk, a read-only file, a failed COMMIT) fails the whole batch, as it
     would have failed each write, and `health` is told once."""
 
@@ -398,9 +398,9 @@ class WriteBatch:
         queue, self._queue = self._queue, []
         try:
             try:
-                answers = self._transaction(queue, _unguarded)
+                answers = self._transaction(queue, savepoints=False)
             except _WroteThenFailed:
-                answers = self._transaction(queue, _in_savepoint)
+                answers = self._transaction(queue, savepoints=True)
         except Exception as exc:
             for _, future in queue:
                 if not future.done():
@@ -415,10 +415,15 @@ class WriteBatch:
                 future.set_result(result)
 
     def _transaction(
-        self, queue: list[tuple[Callable[[Statements], Any], asyncio.Future[Any]]], run_one: Any
+        self,
+        queue: list[tuple[Callable[[Statements], Any], asyncio.Future[Any]]],
+        *,
+        savepoints: bool,
     ) -> list[tuple[asyncio.Future[Any], Exception | None, Any]]:
         with write(self.db) as run:
-            return [(future, *run_one(run, work)) for work, future in queue]
+            return [
+                (future, *_write_one(run, work, savepoint=savepoints)) for work, future in queue
+            ]
 
 
 class _WroteThenFailed(Exception):
@@ -426,56 +431,49 @@ class _WroteThenFailed(Exception):
     the batch runs again with each write in a SAVEPOINT of its own."""
 
 
-def _unguarded(run: Statements, work: Callable[[Statements], T]) -> tuple[Exception | None, Any]:
-    """`_in_savepoint` without the SAVEPOINT, for the common case: every write of the batch
-    succeeds. A SAVEPOINT makes SQLite keep a copy of each page a write changes until it is
-    released, and a `/route` cost about 3 % more with one (docs/performance.md). A write that
-    fails before it has changed a row is answered (or, on a conflict, run again) as in a
-    SAVEPOINT: a failed statement undoes its own changes. One that fails after changing rows
-    raises _WroteThenFailed (only a rollback can undo its part)."""
+def _write_one(
+    run: Statements, work: Callable[[Statements], T], *, savepoint: bool
+) -> tuple[Exception | None, Any]:
+    """(None, result) or (the work's exception, None); database trouble is raised. A unique
+    violation or a write conflict runs the work again, up to WRITE_RETRIES times.
+
+    Without a `savepoint`, the common case (every write of the batch succeeds): a SAVEPOINT
+    makes SQLite keep a copy of each page a write changes until it is released, and a `/route`
+    cost about 3 % more with one (docs/performance.md). A write that fails before it has
+    changed a row needs no undoing (a failed statement undoes its own changes); one that
+    fails after changing rows raises _WroteThenFailed, since only a rollback can undo its
+    part. In a SAVEPOINT, a failed write is rolled back to it."""
     before = run.changes()
     conflict: Exception | None = None
     for _ in range(WRITE_RETRIES):
-        try:
-            return None, work(run)
-        except (IntegrityError, WriteConflict) as exc:
-            conflict = exc
-        except DBAPIError:
-            raise
-        except Exception as exc:
-            if run.changes() != before:
-                raise _WroteThenFailed from exc
-            return exc, None
-        if run.changes() != before:
-            raise _WroteThenFailed from conflict
-    error = DatabaseUnavailable(TOO_MANY_CONFLICTS)
-    error.__cause__ = conflict
-    return error, None
-
-
-def _in_savepoint(run: Statements, work: Callable[[Statements], T]) -> tuple[Exception | None, Any]:
-    """(None, result) or (the work's exception, None); database trouble is raised."""
-    conflict: Exception | None = None
-    for _ in range(WRITE_RETRIES):
-        run.sql("SAVEPOINT batched")
+        if savepoint:
+            run.sql("SAVEPOINT batched")
         try:
             result = work(run)
         except (IntegrityError, WriteConflict) as exc:
             conflict = exc
+            _undo(run, exc, savepoint=savepoint, changes_before=before)
         except DBAPIError:
             raise
         except Exception as exc:
-            run.sql("ROLLBACK TO batched")
-            run.sql("RELEASE batched")
+            _undo(run, exc, savepoint=savepoint, changes_before=before)
             return exc, None
         else:
-            run.sql("RELEASE batched")
+            if savepoint:
+                run.sql("RELEASE batched")
             return None, result
-        run.sql("ROLLBACK TO batched")
-        run.sql("RELEASE batched")
     error = DatabaseUnavailable(TOO_MANY_CONFLICTS)
     error.__cause__ = conflict
     return error, None
+
+
+def _undo(run: Statements, cause: Exception, *, savepoint: bool, changes_before: int) -> None:
+    """Undo a failed write (see `_write_one`)."""
+    if savepoint:
+        run.sql("ROLLBACK TO batched")
+        run.sql("RELEASE batched")
+    elif run.changes() != changes_before:
+        raise _WroteThenFailed from cause
 
 
 def _for_each(exc: Exception) -> Exception:
