@@ -5,7 +5,7 @@ its effect is smaller than what the machine's load moves between two runs minute
     .venv/bin/python -m bench.compare --scenario get --rounds 8 before=/tmp/before/src after=src
 
 Each variant is a directory that holds a `chimeproxy` package (a worktree's `src`). One dataset
-is seeded (with this tree's migrations, so the variants must share its schema) and copied for
+is seeded (with this tree's migrations: a variant whose migrations differ is refused) and copied for
 every run, so each starts from the same rows. Each round runs every variant once, in turns
 that alternate from round to round (ABBA), each on a fresh server in strict SigV4 mode, pinned
 as `python -m bench` pins it: a short warm-up, then one wrk run with 32 connections. It prints
@@ -16,6 +16,7 @@ disturbs least), req/s and p99, each median also as a ratio to the first variant
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -41,6 +42,36 @@ def _variant(text: str) -> tuple[str, Path]:
     return name, Path(source).resolve()
 
 
+def migrations(source: Path) -> dict[str, str]:
+    """The migration files of the tree at `source` (a directory holding the `chimeproxy`
+    package), each file name with a digest of its text."""
+    versions = source / "chimeproxy" / "store" / "migrations" / "versions"
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(versions.glob("*.py"))
+        if path.name != "__init__.py"
+    }
+
+
+def schema_difference(source: Path, reference: Path) -> str | None:
+    """What makes the schema of the tree at `source` differ from `reference`'s, in words, or
+    None. The dataset is seeded once, with this tree's migrations, and copied for every
+    variant: a variant of another schema would run on tables it does not expect, and fail or
+    measure something else."""
+    own, expected = migrations(source), migrations(reference)
+    if own == expected:
+        return None
+    missing = sorted(set(expected) - set(own))
+    extra = sorted(set(own) - set(expected))
+    changed = sorted(name for name in set(own) & set(expected) if own[name] != expected[name])
+    parts = [
+        f"{label} {', '.join(names)}"
+        for label, names in (("lacks", missing), ("adds", extra), ("changes", changed))
+        if names
+    ]
+    return "; ".join(parts)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     parser.add_argument("variants", nargs="+", type=_variant, metavar="NAME=DIR")
@@ -58,6 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     names = [name for name, _ in args.variants]
     if len(set(names)) != len(names):
         parser.error("each variant needs a name of its own")
+    for name, source in args.variants:
+        difference = schema_difference(source, REPO / "src")
+        if difference is not None:
+            parser.error(
+                f"{name}: its migrations differ from this tree's ({difference}); the dataset "
+                "is seeded with this tree's schema, so every variant must share it"
+            )
     return args
 
 

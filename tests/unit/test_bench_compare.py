@@ -3,11 +3,12 @@ itself runs end to end in CI's benchmark smoke test (.ci/run)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from bench.compare import parse_args, summarize
+from bench.compare import parse_args, schema_difference, summarize
 
 SOURCE = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -36,6 +37,47 @@ def test_two_variants_may_not_share_a_name(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         parse_args(["same=" + SOURCE, "same=" + SOURCE])
     assert "a name of its own" in capsys.readouterr().err
+
+
+def _tree(root: Path) -> Path:
+    """A tree holding the package's marker and a copy of this tree's migrations."""
+    package = root / "chimeproxy"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    shutil.copytree(
+        Path(SOURCE) / "chimeproxy" / "store" / "migrations" / "versions",
+        package / "store" / "migrations" / "versions",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return root
+
+
+def test_a_tree_with_the_same_migrations_shares_the_schema(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "same")
+    assert schema_difference(tree, Path(SOURCE)) is None
+    assert parse_args(["same=" + str(tree)]).variants[0][1] == tree
+
+
+def test_a_variant_whose_migrations_differ_is_refused_with_what_differs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An older tree (a migration missing), a newer one (one more), or one whose migration
+    was edited: each named, for the seeded dataset would not be of its schema."""
+    tree = _tree(tmp_path / "other")
+    versions = tree / "chimeproxy" / "store" / "migrations" / "versions"
+    newest = sorted(versions.glob("0*.py"))[-1]
+    newest.unlink()
+    (versions / "0099_later.py").write_text('revision = "0099"\n')
+    first = sorted(versions.glob("0*.py"))[0]
+    first.write_text(first.read_text() + "\n# edited\n")
+    assert schema_difference(tree, Path(SOURCE)) == (
+        f"lacks {newest.name}; adds 0099_later.py; changes {first.name}"
+    )
+    with pytest.raises(SystemExit):
+        parse_args(["before=" + SOURCE, "other=" + str(tree)])
+    error = capsys.readouterr().err
+    assert "other: its migrations differ from this tree's" in error
+    assert f"lacks {newest.name}" in error
 
 
 def test_the_summary_takes_medians_and_reads_them_against_the_first_variant() -> None:
