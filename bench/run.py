@@ -344,6 +344,7 @@ class Bench:
                 "seconds": round(seconds, 1),
                 "python": platform.python_version(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                "cpu": cpu_description(),
                 "pinning": {"wrk_cpu": self.pinning.client, "server_cpu": self.pinning.server},
                 "connections": self.args.connections,
                 "duration_s": self.args.duration,
@@ -463,6 +464,31 @@ def _label(sessions: int) -> str:
     if sessions >= 1000 and sessions % 1000 == 0:
         return f"{sessions // 1000}k"
     return str(sessions)
+
+
+def cpu_description(
+    cpuinfo: Path = Path("/proc/cpuinfo"),
+    caches: Path = Path("/sys/devices/system/cpu/cpu0/cache"),
+) -> str:
+    """The CPU's model and its caches' sizes, for the results' `meta`: the ratios depend on
+    the CPU (a larger program gains more from larger caches than the baseline does; the same
+    code measured 0.30x on one machine's Get at 1M and 0.37x on another's, docs/performance.md,
+    seventeenth pass)."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in cpuinfo.read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name" and value.strip():
+                model = value.strip()
+                break
+    sizes = []
+    with contextlib.suppress(OSError):
+        for index in sorted(caches.glob("index*")):
+            kind = (index / "type").read_text().strip()
+            level = (index / "level").read_text().strip()
+            label = f"L{level}{'d' if kind == 'Data' else 'i' if kind == 'Instruction' else ''}"
+            sizes.append(f"{label} {(index / 'size').read_text().strip()}")
+    return f"{model} ({', '.join(sizes)})" if sizes else model
 
 
 def _wrk_version() -> str:
