@@ -466,14 +466,16 @@ def _label(sessions: int) -> str:
     return str(sessions)
 
 
+_CACHE_KIND = {"Data": "d", "Instruction": "i"}  # a unified cache gets no letter
+
+
 def cpu_description(
     cpuinfo: Path = Path("/proc/cpuinfo"),
     caches: Path = Path("/sys/devices/system/cpu/cpu0/cache"),
 ) -> str:
     """The CPU's model and its caches' sizes, for the results' `meta`: the ratios depend on
-    the CPU (a larger program gains more from larger caches than the baseline does; the same
-    code measured 0.30x on one machine's Get at 1M and 0.37x on another's, docs/performance.md,
-    seventeenth pass)."""
+    the CPU (the same code's Get at 1M measured 0.30x on one machine and 0.37x on another,
+    docs/performance.md, seventeenth pass)."""
     model = "unknown CPU"
     with contextlib.suppress(OSError):
         for line in cpuinfo.read_text().splitlines():
@@ -486,8 +488,8 @@ def cpu_description(
         for index in sorted(caches.glob("index*")):
             kind = (index / "type").read_text().strip()
             level = (index / "level").read_text().strip()
-            label = f"L{level}{'d' if kind == 'Data' else 'i' if kind == 'Instruction' else ''}"
-            sizes.append(f"{label} {(index / 'size').read_text().strip()}")
+            size = (index / "size").read_text().strip()
+            sizes.append(f"L{level}{_CACHE_KIND.get(kind, '')} {size}")
     return f"{model} ({', '.join(sizes)})" if sizes else model
 
 

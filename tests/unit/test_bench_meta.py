@@ -46,6 +46,7 @@ def test_what_the_machine_does_not_tell_is_left_out(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")
     assert cpu_description(cpuinfo, tmp_path / "none") == "unknown CPU"
-    assert cpu_description(
-        tmp_path / "none", _caches(tmp_path / "c", [("2", "Unified", "2048K")])
-    ) == ("unknown CPU (L2 2048K)")
+    assert (
+        cpu_description(tmp_path / "none", _caches(tmp_path / "c", [("2", "Unified", "2048K")]))
+        == "unknown CPU (L2 2048K)"
+    )
